@@ -1,0 +1,233 @@
+"""Input pipeline: a tfds array_record data source read through a grain MapDataset.
+
+We read with grain rather than tf.data for three reasons. First, training then needs no
+TensorFlow at all: tfds writes array_record files and reads them back as a random-access Python
+sequence, and grain does the rest in numpy. Second, a grain `MapDataset` addresses every element
+by its index, so the whole stream (shuffle order included, which grain re-derives for every epoch)
+is a pure function of the seed, and the iterator's state is a single integer (`{'next_index':
+n}`) that fits in a checkpoint and resumes the stream exactly where it stopped. Third, giving each
+process its part of the data is a strided slice of that index space, with no coordination.
+"""
+
+import dataclasses
+import os
+
+import grain
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+from jax.experimental import multihost_utils
+
+from semgan_jax.data import colored_shapes
+
+# Elements of the iterator are whole batches, so a short queue already keeps the device busy;
+# grain's default (500 elements) would hold hundreds of one-hot batches in host memory.
+_NUM_READ_THREADS = 4
+_PREFETCH_BATCHES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """What the models and the evaluation need to know about a data set.
+
+  Attributes:
+    name: tfds name of the data set.
+    num_classes: Number of semantic classes K; label ids are 0 to K - 1.
+    image_size: Height and width of the square label maps.
+    class_names: Name of each class, indexed by id.
+    palette: np.uint8 array (K, 3), the RGB color of each class.
+    num_examples: Number of examples in the `train` split.
+  """
+
+  name: str
+  num_classes: int
+  image_size: int
+  class_names: tuple[str, ...]
+  palette: np.ndarray
+  num_examples: int
+
+
+DATASETS: dict[str, DatasetSpec] = {
+  'colored_shapes': DatasetSpec(
+    name='colored_shapes',
+    num_classes=colored_shapes.NUM_CLASSES,
+    image_size=colored_shapes.IMAGE_SIZE,
+    class_names=colored_shapes.CLASS_NAMES,
+    palette=colored_shapes.PALETTE,
+    num_examples=colored_shapes.NUM_EXAMPLES,
+  ),
+}
+
+_BUILDERS = {
+  'colored_shapes': colored_shapes.ColoredShapes,
+}
+
+
+def get_dataset_spec(name: str) -> DatasetSpec:
+  """Returns the spec of a registered data set.
+
+  Args:
+    name: Name of the data set, a key of `DATASETS`.
+
+  Returns:
+    The data set's `DatasetSpec`.
+
+  Raises:
+    ValueError: If `name` is not a known data set.
+  """
+  if name not in DATASETS:
+    raise ValueError(f'Unknown dataset {name!r}; known datasets: {sorted(DATASETS)}')
+  return DATASETS[name]
+
+
+def _prepare(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  """Returns the builder of a data set, writing it under data_dir unless already there."""
+  builder = _BUILDERS[name](data_dir=data_dir, file_format='array_record')
+  # is_prepared() logs a warning when the version folder is missing, which it always is on
+  # first use; tfds writes into a temporary folder and renames it, so existence means complete.
+  if builder.data_path.exists() and builder.is_prepared():
+    return builder
+  logging.info('Preparing %s in %s (first use)...', name, data_dir)
+  try:
+    builder.download_and_prepare()
+  except PermissionError as e:
+    raise PermissionError(f'Cannot write dataset {name!r} to data_dir {data_dir!r}: {e}') from e
+  return builder
+
+
+def load_source(name: str, data_dir: str):
+  """Returns the random-access data source of a data set's `train` split.
+
+  The data set is generated under `data_dir` on first use. With several processes, process 0
+  prepares it first and the others wait for it, so a shared `data_dir` is written once.
+
+  Args:
+    name: Name of the data set, a key of `DATASETS`.
+    data_dir: tfds data directory; created if missing.
+
+  Returns:
+    A tfds `ArrayRecordDataSource` (supports `len()` and indexing); each element is a dict of
+    numpy arrays with the data set's features.
+
+  Raises:
+    ValueError: If `name` is unknown or `data_dir` cannot be created or is not a writable
+      directory.
+    PermissionError: If writing the data set into `data_dir` is refused.
+  """
+  get_dataset_spec(name)
+  data_dir = os.fspath(data_dir)
+  try:
+    os.makedirs(data_dir, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f'Cannot create data_dir {data_dir!r}: {e}') from e
+  if not os.access(data_dir, os.W_OK | os.X_OK):
+    raise ValueError(f'data_dir {data_dir!r} is not writable')
+
+  tfds.disable_progress_bar()
+  if jax.process_count() == 1:
+    builder = _prepare(name, data_dir)
+  else:
+    if jax.process_index() == 0:
+      _prepare(name, data_dir)
+    multihost_utils.sync_global_devices('semgan_jax.data.prepare')
+    # Every process builds its builder only after the barrier: a builder reads the data set's
+    # info when constructed, so one made before process 0 finished would not see the splits.
+    # Preparing again is a no-op when data_dir is shared; a per-host data_dir gets its own copy.
+    builder = _prepare(name, data_dir)
+  return builder.as_data_source(split='train')
+
+
+def create_input_iterator(
+  source,
+  *,
+  global_batch_size: int,
+  num_classes: int,
+  seed: int,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> grain.DatasetIterator:
+  """Returns an endless, checkpointable iterator of this process's batches.
+
+  Each process reads the strided shard `source[process_index::process_count]`, shuffled with
+  `seed` (differently, but deterministically, in every epoch). The local batches of all
+  processes at one step therefore depend only on (seed, step, process_count), and the
+  iterator's `get_state()` / `set_state()` resume the stream exactly.
+
+  Args:
+    source: Random-access source (`len()` and integer indexing) of dicts with a `label` (H, W)
+      integer label map, e.g. from `load_source`.
+    global_batch_size: Batch size summed over all processes.
+    num_classes: Number of classes K; every label id must be below it.
+    seed: Shuffle seed, an integer in [0, 2**32 - 1].
+    process_index: Index of this process, 0 to process_count - 1.
+    process_count: Number of processes reading the data.
+
+  Returns:
+    A grain `DatasetIterator` of dicts with `label`: int32 (B, H, W) ids and `onehot`: float32
+    (B, H, W, K), where B = global_batch_size // process_count.
+
+  Raises:
+    ValueError: If global_batch_size is not divisible by process_count, the process index is out
+      of range, or (while iterating) a batch holds a label id outside [0, num_classes).
+  """
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise ValueError(
+      f'global_batch_size {global_batch_size} must be a positive multiple of process_count '
+      f'{process_count}'
+    )
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} is not in [0, {process_count})')
+  local_batch_size = global_batch_size // process_count
+  eye = np.eye(num_classes, dtype=np.float32)
+
+  def to_label(example):
+    return {'label': np.asarray(example['label'], dtype=np.int32)}
+
+  def add_onehot(batch):
+    label = batch['label']
+    # One max/min per batch is cheap; without it numpy raises a bare IndexError for ids >= K
+    # and silently wraps negative ids into a wrong one-hot.
+    high, low = int(label.max()), int(label.min())
+    if high >= num_classes or low < 0:
+      bad = high if high >= num_classes else low
+      raise ValueError(f'label id {bad} is out of range for num_classes {num_classes}')
+    return {'label': label, 'onehot': eye[label]}
+
+  ds = grain.MapDataset.source(source)
+  ds = ds[process_index::process_count]
+  # Shuffle before repeat: grain folds the epoch into the seed, so every epoch is a new order.
+  ds = ds.shuffle(seed=seed)
+  ds = ds.repeat()
+  ds = ds.map(to_label)
+  ds = ds.batch(local_batch_size, drop_remainder=True)
+  ds = ds.map(add_onehot)
+  read_options = grain.ReadOptions(
+    num_threads=_NUM_READ_THREADS, prefetch_buffer_size=_PREFETCH_BATCHES
+  )
+  return iter(ds.to_iter_dataset(read_options))
+
+
+def colorize(labels, palette) -> np.ndarray:
+  """Maps integer label maps to RGB images through a palette.
+
+  Args:
+    labels: Integer array of class ids, any shape.
+    palette: Array (K, 3) of colors, e.g. `DatasetSpec.palette`.
+
+  Returns:
+    np.uint8 array of shape labels.shape + (3,).
+
+  Raises:
+    ValueError: If labels are not integers or hold an id outside [0, K).
+  """
+  labels = np.asarray(labels)
+  palette = np.asarray(palette, dtype=np.uint8)
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f'labels must be integer class ids, got dtype {labels.dtype}')
+  if labels.size:
+    high, low = int(labels.max()), int(labels.min())
+    if high >= len(palette) or low < 0:
+      bad = high if high >= len(palette) else low
+      raise ValueError(f'label id {bad} is out of range for a palette of {len(palette)} colors')
+  return palette[labels]

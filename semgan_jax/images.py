@@ -1,0 +1,42 @@
+"""Image utilities shared by training, sampling and evaluation: grids, scaling, PNG files."""
+
+import math
+import os
+
+import numpy as np
+from etils import epath
+from PIL import Image
+
+
+def rgb_to_uint8(images: np.ndarray) -> np.ndarray:
+  """[-1, 1] float images → uint8 [0, 255]."""
+  return np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def make_grid(images: np.ndarray, *, columns: int | None = None, pad: int = 2) -> np.ndarray:
+  """Tiles (N, H, W, 3) uint8 images into one (rows·(H+pad)+pad, …, 3) image, white gaps."""
+  images = np.asarray(images)
+  n, h, w, c = images.shape
+  columns = columns or int(math.ceil(math.sqrt(n)))
+  rows = int(math.ceil(n / columns))
+  grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), 255, np.uint8)
+  for i, image in enumerate(images):
+    r, col = divmod(i, columns)
+    y, x = pad + r * (h + pad), pad + col * (w + pad)
+    grid[y : y + h, x : x + w] = image
+  return grid
+
+
+def upscale_nearest(image: np.ndarray, factor: int) -> np.ndarray:
+  """Integer nearest-neighbour upscaling, so small label maps stay crisp in viewers."""
+  return image.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else image
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+  """Writes a uint8 (H, W, 3) image atomically (temp file, then rename)."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / (path.name + '.tmp')
+  with tmp.open('wb') as f:
+    Image.fromarray(np.asarray(image, np.uint8)).save(f, format='PNG')
+  os.replace(tmp, path)

@@ -1,0 +1,81 @@
+"""Command-line entry point: flags, multi-host initialisation, dispatch on --mode."""
+
+import logging as logging_std
+import os
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from semgan_jax.train import checkpointing, loop
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+  'config', None, 'Experiment config file, e.g. configs/shapes.py or configs/shapes.py:quick.'
+)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, samples and summaries.')
+flags.DEFINE_enum('mode', 'train', ['train', 'sample'], 'What to do with the config and workdir.')
+flags.DEFINE_integer('num_samples', 64, '--mode=sample: how many label maps to generate.')
+flags.DEFINE_integer('sample_seed', None, '--mode=sample: latent seed (default: config.seed).')
+flags.DEFINE_bool(
+  'distributed',
+  False,
+  'Call jax.distributed.initialize() before touching devices (multi-host TPU pods and GPU '
+  'clusters; coordinator, process count and id come from the flags below or the environment).',
+)
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (with --distributed).')
+flags.DEFINE_integer('num_processes', None, 'Number of processes (with --distributed).')
+flags.DEFINE_integer('process_id', None, 'This process (with --distributed).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+class _QuietLibraries(logging_std.Filter):
+  """Drops INFO chatter from orbax and tfds (dozens of lines per checkpoint) unless -v 1 or more."""
+
+  _NOISY = (f'{os.sep}orbax{os.sep}', f'{os.sep}tensorflow_datasets{os.sep}')
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    if record.levelno >= logging_std.WARNING or logging.get_verbosity() > logging.INFO:
+      return True
+    return not any(part in record.pathname for part in self._NOISY)
+
+
+def main(argv):
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.distributed:
+    # Must run before any call that initialises a backend.
+    jax.distributed.initialize(
+      coordinator_address=FLAGS.coordinator_address,
+      num_processes=FLAGS.num_processes,
+      process_id=FLAGS.process_id,
+    )
+  logging.info(
+    'JAX process %d/%d, %d local / %d global devices.',
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
+  try:
+    if FLAGS.mode == 'train':
+      loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.mode == 'sample':
+      paths = loop.sample(
+        FLAGS.config, FLAGS.workdir, num_samples=FLAGS.num_samples, seed=FLAGS.sample_seed
+      )
+      print(f'Wrote {paths["png"]} and {paths["npy"]}')
+  except (loop.UserInputError, checkpointing.CheckpointError) as e:
+    logging.debug('Input error', exc_info=True)
+    sys.exit(f'semgan_jax: error: {e}')
+
+
+def run():
+  """Console-script entry point (`semgan-jax`)."""
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

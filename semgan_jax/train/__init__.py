@@ -1,0 +1,1 @@
+"""Train states, pure train steps, checkpointing and the training loop."""

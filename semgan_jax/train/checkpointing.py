@@ -1,0 +1,159 @@
+"""All orbax use lives here (its API moves): save/restore the GAN state and the input position."""
+
+import json
+import os
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+
+from semgan_jax.train.state import GANState
+
+CONFIG_FILE = 'config.json'
+# Config sections whose change makes an existing checkpoint meaningless or unloadable: the shapes
+# and semantics of the stored arrays depend on them. Everything else (steps, logging cadence,
+# learning rate, loss weights) may change when a run is resumed.
+ARCHITECTURE_FIELDS = ('model', 'data.name', 'data.image_size', 'data.num_classes')
+
+
+class CheckpointError(ValueError):
+  """A checkpoint cannot be used with the current config."""
+
+
+def state_to_tree(state: GANState) -> dict[str, Any]:
+  """The arrays of a state as a plain dict; the typed key is stored as its raw key data."""
+  return {
+    'step': state.step,
+    'g_params': state.g_params,
+    'g_batch_stats': state.g_batch_stats,
+    'g_opt_state': state.g_opt_state,
+    'd_params': state.d_params,
+    'd_batch_stats': state.d_batch_stats,
+    'd_opt_state': state.d_opt_state,
+    'rng': jax.random.key_data(state.rng),
+  }
+
+
+def tree_to_state(tree: dict[str, Any], template: GANState) -> GANState:
+  """Inverse of `state_to_tree`, taking the static fields (modules, optimizers) from `template`."""
+  rng_impl = jax.random.key_impl(template.rng)
+  fields = {k: v for k, v in tree.items() if k != 'rng'}
+  return template.replace(rng=jax.random.wrap_key_data(tree['rng'], impl=rng_impl), **fields)
+
+
+def _flatten(config: dict, prefix: str = '') -> dict[str, Any]:
+  out = {}
+  for key, value in config.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict):
+      out.update(_flatten(value, name + '.'))
+    else:
+      out[name] = value
+  return out
+
+
+def _architecture_view(config: dict) -> dict[str, Any]:
+  flat = _flatten(config)
+  return {
+    k: v
+    for k, v in flat.items()
+    if any(k == f or k.startswith(f + '.') for f in ARCHITECTURE_FIELDS)
+  }
+
+
+def check_config_compatible(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Raises CheckpointError if `workdir` was trained with a different architecture or data set."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    return
+  try:
+    saved = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f'{path} is not valid JSON ({e}); it should hold the run config.') from e
+  old, new = _architecture_view(saved), _architecture_view(config.to_dict())
+  diffs = [
+    f'{k}: checkpoint has {old.get(k)!r}, config has {new.get(k)!r}'
+    for k in sorted(set(old) | set(new))
+    if old.get(k) != new.get(k)
+  ]
+  if diffs:
+    raise CheckpointError(
+      f'the checkpoints in {workdir} were written by an incompatible config ('
+      + '; '.join(diffs)
+      + '). Use another --workdir, or restore those fields.'
+    )
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Records the run config next to the checkpoints (process 0; atomic rename)."""
+  if jax.process_index() != 0:
+    return
+  path = epath.Path(workdir) / CONFIG_FILE
+  tmp = path.parent / (path.name + '.tmp')
+  tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
+  os.replace(tmp, path)
+
+
+class Checkpointer:
+  """Orbax CheckpointManager over `workdir/checkpoints` with two items per step.
+
+  `state`: every array of the GAN state (both networks, optimizers, norm statistics, step, rng);
+  `data`: the grain iterator position of each process, so a resumed run reads the same batches.
+  """
+
+  def __init__(self, workdir: str, *, max_to_keep: int = 3):
+    self.directory = epath.Path(workdir).absolute() / 'checkpoints'
+    self._manager = ocp.CheckpointManager(
+      self.directory,
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+      item_handlers={
+        'state': ocp.StandardCheckpointHandler(),
+        'data': grain.checkpoint.CheckpointHandler(),
+      },
+    )
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: GANState, data_iterator=None, *, force: bool = False) -> bool:
+    """Saves (asynchronously) if the step is due or `force`; returns whether it saved."""
+    items = {'state': ocp.args.StandardSave(state_to_tree(state))}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+    saved = self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+    if saved:
+      logging.info('Saving checkpoint at step %d to %s', step, self.directory)
+    return saved
+
+  def restore(self, template: GANState, data_iterator=None, step: int | None = None) -> GANState:
+    """Restores `step` (default: latest) into the shardings of `template`; moves the iterator.
+
+    Raises:
+      CheckpointError: if there is no checkpoint, or its arrays do not fit the template (written
+        by another architecture).
+    """
+    step = self._manager.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f'no checkpoint found in {self.directory}.')
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_to_tree(template))
+    items = {'state': ocp.args.StandardRestore(abstract)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    except (ValueError, KeyError, TypeError) as e:
+      raise CheckpointError(
+        f'checkpoint {self.directory / str(step)} does not match the current model ({e}).'
+      ) from e
+    logging.info('Restored checkpoint at step %d from %s', step, self.directory)
+    return tree_to_state(restored['state'], template)
+
+  def wait_until_finished(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()

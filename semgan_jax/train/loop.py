@@ -1,0 +1,316 @@
+"""The training loop and the sampling job: I/O, checkpoints, logging; the math is in the steps."""
+
+import functools
+import os
+import time
+import uuid
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from etils import epath
+
+from semgan_jax import data as data_lib
+from semgan_jax import images, parallel
+from semgan_jax.models import HEADS
+from semgan_jax.train import checkpointing
+from semgan_jax.train.semgan_step import (
+  GENERATOR_LOSSES,
+  generate,
+  make_train_step,
+  sample_latents,
+)
+from semgan_jax.train.state import GANState, create_train_state
+from semgan_jax.train.writers import create_metric_writer
+
+# Named streams of randomness, all derived from config.seed with fold_in.
+_INIT_STREAM, _SAMPLE_STREAM = 0, 1
+
+
+class UserInputError(ValueError):
+  """Bad input from the user (config, flags, workdir): reported as one line, never a traceback."""
+
+
+def validate_config(config: ml_collections.ConfigDict) -> data_lib.DatasetSpec:
+  """Checks the fields the run depends on; returns the data set's spec.
+
+  Raises:
+    UserInputError: naming the first field whose value cannot work, and what was expected.
+  """
+
+  def expect(ok: bool, message: str):
+    if not ok:
+      raise UserInputError(message)
+
+  try:
+    spec = data_lib.get_dataset_spec(config.data.name)
+  except ValueError as e:
+    raise UserInputError(str(e)) from e
+  d, m, t = config.data, config.model, config.train
+  expect(
+    d.num_classes == spec.num_classes,
+    f'config.data.num_classes={d.num_classes}, but {spec.name} has {spec.num_classes} classes.',
+  )
+  expect(
+    d.image_size == spec.image_size,
+    f'config.data.image_size={d.image_size}, but {spec.name} is stored at {spec.image_size}.',
+  )
+  expect(d.batch_size > 0, f'config.data.batch_size={d.batch_size}; expected a positive integer.')
+  expect(m.head in HEADS, f'config.model.head={m.head!r}; expected one of {HEADS}.')
+  expect(
+    config.loss.generator in GENERATOR_LOSSES,
+    f'config.loss.generator={config.loss.generator!r}; expected one of {GENERATOR_LOSSES}.',
+  )
+  for name in ('latent_dim', 'kernel_size', 'g_base_features', 'd_base_features'):
+    expect(m[name] > 0, f'config.model.{name}={m[name]}; expected a positive integer.')
+  expect(t.num_steps >= 0, f'config.train.num_steps={t.num_steps}; expected >= 0.')
+  for name in ('log_every_steps', 'ckpt_every_steps', 'sample_every_steps'):
+    expect(t[name] > 0, f'config.train.{name}={t[name]}; expected a positive integer.')
+  expect(
+    config.optim.lr > 0, f'config.optim.lr={config.optim.lr}; expected a positive learning rate.'
+  )
+  return spec
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates `workdir` if needed and proves it is writable, before anything else is written."""
+  if not workdir:
+    raise UserInputError('--workdir is required.')
+  path = epath.Path(os.path.expanduser(workdir)).absolute()
+  probe = path / f'.write_test_{uuid.uuid4().hex}'
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe.write_text('ok')
+    probe.unlink()
+  except OSError as e:
+    raise UserInputError(f'--workdir={workdir} cannot be written: {e}') from e
+  return os.fspath(path)
+
+
+def _data_dir(config: ml_collections.ConfigDict) -> str:
+  return os.path.expanduser(config.data.data_dir)
+
+
+def _to_images(
+  outputs: np.ndarray, head: str, palette: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+  """Generator outputs → (uint8 RGB images, int class ids).
+
+  Semantic outputs are argmax-ed and colorized, so they are on the palette by construction. RGB
+  outputs are shown as generated; their ids are the nearest palette color (the way a user of the
+  baseline would have to read them).
+  """
+  if head == 'semantic':
+    ids = np.argmax(outputs, axis=-1).astype(np.int32)
+    return data_lib.colorize(ids, palette), ids
+  rgb = images.rgb_to_uint8(outputs)
+  dist = np.square(rgb[..., None, :].astype(np.int32) - palette.astype(np.int32)).sum(-1)
+  return rgb, np.argmin(dist, axis=-1).astype(np.int32)
+
+
+def _sample_grid(outputs, head, palette) -> tuple[np.ndarray, np.ndarray]:
+  rgb, ids = _to_images(np.asarray(outputs), head, palette)
+  return images.upscale_nearest(images.make_grid(rgb), 2), ids
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f'{h}h{m:02d}m' if h else f'{m}m{s:02d}s'
+
+
+def _init_state(config, mesh) -> GANState:
+  """Builds the state directly in its replicated sharding (no host round-trip)."""
+  init_rng = jax.random.fold_in(jax.random.key(config.seed), _INIT_STREAM)
+  init = jax.jit(
+    functools.partial(create_train_state, config), out_shardings=parallel.replicated(mesh)
+  )
+  return init(init_rng)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANState:
+  """Trains SemGAN (or its RGB baseline) as `config` says, resuming from `workdir` if possible.
+
+  Writes to `workdir`: `config.json`, `checkpoints/` (orbax), `samples/step_*.png`, TensorBoard
+  event files. Re-running with the same workdir continues from the latest checkpoint and yields
+  the same losses as an uninterrupted run.
+
+  Args:
+    config: experiment config (see `configs/shapes.py`).
+    workdir: output directory.
+
+  Returns:
+    The final train state.
+  """
+  spec = validate_config(config)
+  workdir = prepare_workdir(workdir)
+  checkpointing.check_config_compatible(workdir, config)
+
+  mesh = parallel.create_mesh()
+  try:
+    parallel.check_global_batch_size(config.data.batch_size, mesh)
+  except ValueError as e:
+    raise UserInputError(str(e)) from e
+  logging.info(
+    'Devices: %d (%s) over %d process(es); global batch %d.',
+    mesh.devices.size,
+    jax.devices()[0].platform,
+    jax.process_count(),
+    config.data.batch_size,
+  )
+
+  source = data_lib.load_source(config.data.name, _data_dir(config))
+  data_iter = data_lib.create_input_iterator(
+    source,
+    global_batch_size=config.data.batch_size,
+    num_classes=spec.num_classes,
+    seed=config.seed,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
+
+  state = _init_state(config, mesh)
+  ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.train.max_checkpoints)
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(state, data_iter)
+  else:
+    checkpointing.write_config(workdir, config)
+  start_step = int(state.step)
+  num_steps = config.train.num_steps
+  n_params = {
+    k: sum(x.size for x in jax.tree.leaves(v))
+    for k, v in (('G', state.g_params), ('D', state.d_params))
+  }
+  logging.info(
+    'SemGAN (%s head): G %s params, D %s params; steps %d -> %d.',
+    config.model.head,
+    f'{n_params["G"]:,}',
+    f'{n_params["D"]:,}',
+    start_step,
+    num_steps,
+  )
+
+  writer = create_metric_writer(workdir)
+  if start_step == 0:
+    writer.write_hparams(checkpointing._flatten(config.to_dict()))
+
+  repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  train_step = jax.jit(
+    make_train_step(
+      palette=spec.palette,
+      generator_loss=config.loss.generator,
+      fm_layer=config.loss.fm_layer,
+    ),
+    in_shardings=(repl, batch_sh, repl),
+    out_shardings=(repl, repl),
+    donate_argnums=(0,),
+  )
+  sample_fn = jax.jit(generate, out_shardings=repl)
+  sample_rng = jax.random.fold_in(jax.random.key(config.seed), _SAMPLE_STREAM)
+  fixed_z = sample_latents(sample_rng, config.train.num_samples, config.model.latent_dim)
+  # The training key leaves the (donated) state once, so per-step keys need no state access.
+  train_rng = jax.random.wrap_key_data(
+    np.asarray(jax.random.key_data(state.rng)), impl=jax.random.key_impl(state.rng)
+  )
+
+  def write_samples(step: int):
+    grid, _ = _sample_grid(sample_fn(state, fixed_z), config.model.head, spec.palette)
+    if jax.process_index() == 0:
+      images.write_png(epath.Path(workdir) / 'samples' / f'step_{step:07d}.png', grid)
+      writer.write_images(step, {'samples': grid[None]})
+
+  t = config.train
+  pending, timing_start, timed_steps = [], None, 0
+  for step in range(start_step, num_steps):
+    with jax.profiler.StepTraceAnnotation('train', step_num=step):
+      batch = parallel.make_global_batch({'label': next(data_iter)['label']}, mesh)
+      state, metrics = train_step(state, batch, jax.random.fold_in(train_rng, step))
+    pending.append(metrics)
+    done = step + 1
+    if timing_start is None:
+      # Step one includes compilation; rates and the ETA are measured from here on.
+      jax.block_until_ready(metrics)
+      timing_start = time.perf_counter()
+      logging.info('First step (with compilation) done at step %d.', done)
+    else:
+      timed_steps += 1
+
+    if done % t.log_every_steps == 0 or done == num_steps:
+      fetched = jax.device_get(pending)
+      summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+      pending = []
+      now = time.perf_counter()
+      rate = timed_steps / max(now - timing_start, 1e-9) if timed_steps else 0.0
+      summary['train/steps_per_sec'] = rate
+      writer.write_scalars(done, summary)
+      eta = _format_duration((num_steps - done) / rate) if rate else '?'
+      logging.info(
+        'step %d/%d | g_loss %.4f | d_loss %.4f | D(real) %.2f D(fake) %.2f | %.2f steps/s | '
+        'ETA %s',
+        done,
+        num_steps,
+        summary['train/g_loss'],
+        summary['train/d_loss'],
+        summary['train/d_real_prob'],
+        summary['train/d_fake_prob'],
+        rate,
+        eta,
+      )
+      if not all(np.isfinite(v) for v in summary.values()):
+        raise FloatingPointError(f'non-finite training metrics at step {done}: {summary}')
+    if done % t.sample_every_steps == 0 or done == num_steps:
+      write_samples(done)
+    if done % t.ckpt_every_steps == 0 or done == num_steps:
+      ckpt.save(done, state, data_iter, force=True)
+
+  if start_step >= num_steps:
+    logging.info('Nothing to do: the checkpoint is at step %d >= num_steps.', start_step)
+  ckpt.wait_until_finished()
+  ckpt.close()
+  writer.flush()
+  writer.close()
+  return state
+
+
+def sample(
+  config: ml_collections.ConfigDict, workdir: str, *, num_samples: int, seed: int | None = None
+) -> dict[str, str]:
+  """Writes `num_samples` generated maps from the latest checkpoint in `workdir`.
+
+  Outputs go to `workdir/samples/`: `sample_step{S}.png` (a colorized grid) and
+  `sample_step{S}.npy` (int32 class ids, shape (N, H, W)).
+
+  Returns:
+    The paths written, keyed 'png' and 'npy'.
+  """
+  spec = validate_config(config)
+  if num_samples <= 0:
+    raise UserInputError(f'--num_samples={num_samples}; expected a positive integer.')
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  checkpointing.check_config_compatible(workdir, config)
+  mesh = parallel.create_mesh()
+  ckpt = checkpointing.Checkpointer(workdir)
+  if ckpt.latest_step() is None:
+    raise UserInputError(f'no checkpoint in {workdir}/checkpoints; train first (--mode=train).')
+  state = ckpt.restore(_init_state(config, mesh))
+  step = int(state.step)
+  key = jax.random.fold_in(jax.random.key(config.seed if seed is None else seed), _SAMPLE_STREAM)
+  z = sample_latents(key, num_samples, config.model.latent_dim)
+  outputs = jax.device_get(jax.jit(generate)(state, z))
+  grid, ids = _sample_grid(outputs, config.model.head, spec.palette)
+  out = epath.Path(workdir) / 'samples'
+  paths = {'png': out / f'sample_step{step}.png', 'npy': out / f'sample_step{step}.npy'}
+  if jax.process_index() == 0:
+    images.write_png(paths['png'], grid)
+    tmp = out / f'.sample_step{step}.npy.tmp'
+    with tmp.open('wb') as f:
+      np.save(f, ids)
+    os.replace(tmp, paths['npy'])
+    logging.info('Wrote %d samples at step %d: %s, %s', num_samples, step, *paths.values())
+  ckpt.close()
+  return {k: os.fspath(v) for k, v in paths.items()}
+
+
+__all__ = ['UserInputError', 'sample', 'train_and_evaluate', 'validate_config']

@@ -1,0 +1,145 @@
+"""SemGAN's pure train step: a BCE update of D, then a feature-matching update of G."""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from semgan_jax import losses
+from semgan_jax.train.state import GANState
+
+GENERATOR_LOSSES = ('feature_matching', 'non_saturating')
+
+
+def real_discriminator_input(labels: jax.Array, head: str, palette: np.ndarray) -> jax.Array:
+  """What D sees for real data: one-hot maps (SemGAN) or palette-colorized maps in [-1, 1] (RGB).
+
+  Args:
+    labels: (B, H, W) integer class ids.
+    head: the generator head, 'semantic' or 'rgb'.
+    palette: (K, 3) uint8 colors, used by the RGB baseline only.
+
+  Returns:
+    (B, H, W, K) float32 one-hot, or (B, H, W, 3) float32 RGB in [-1, 1].
+  """
+  if head == 'semantic':
+    return jax.nn.one_hot(labels, palette.shape[0], dtype=jnp.float32)
+  colors = jnp.asarray(palette, jnp.float32) / 127.5 - 1.0
+  return colors[labels]
+
+
+def sample_latents(rng: jax.Array, batch_size: int, latent_dim: int) -> jax.Array:
+  """z ~ N(0, I), the paper's prior."""
+  return jax.random.normal(rng, (batch_size, latent_dim), jnp.float32)
+
+
+def generate(state: GANState, z: jax.Array) -> jax.Array:
+  """G(z) in eval mode (BatchNorm running averages): softmax maps or RGB images."""
+  return state.generator.apply(
+    {'params': state.g_params, 'batch_stats': state.g_batch_stats}, z, train=False
+  )
+
+
+def make_train_step(
+  *,
+  palette: np.ndarray,
+  generator_loss: str = 'feature_matching',
+  fm_layer: int = -1,
+) -> Callable[[GANState, dict, jax.Array], tuple[GANState, dict]]:
+  """Builds `train_step(state, batch, rng) -> (state, metrics)`, a pure function to `jax.jit`.
+
+  Args:
+    palette: (K, 3) uint8 class colors (the RGB baseline's real inputs are colorized with it).
+    generator_loss: 'feature_matching' (the paper) or 'non_saturating'.
+    fm_layer: which discriminator block's features feature matching compares (-1: the last).
+
+  Returns:
+    The step function. `batch['label']` holds (B, H, W) int class ids; `rng` is a typed key.
+  """
+  if generator_loss not in GENERATOR_LOSSES:
+    raise ValueError(
+      f'config.loss.generator={generator_loss!r}; expected one of {GENERATOR_LOSSES}.'
+    )
+  palette = np.asarray(palette, np.uint8)
+
+  def train_step(state: GANState, batch: dict, rng: jax.Array) -> tuple[GANState, dict]:
+    head = state.generator.head
+    real = real_discriminator_input(batch['label'], head, palette)
+    batch_size = real.shape[0]
+    d_key, g_key = jax.random.split(rng)
+
+    def run_g(g_params, z):
+      fake, new_vars = state.generator.apply(
+        {'params': g_params, 'batch_stats': state.g_batch_stats},
+        z,
+        train=True,
+        mutable=['batch_stats'],
+      )
+      return fake, new_vars['batch_stats']
+
+    def run_d(d_params, d_batch_stats, x):
+      (logits, features), new_vars = state.discriminator.apply(
+        {'params': d_params, 'batch_stats': d_batch_stats}, x, train=True, mutable=['batch_stats']
+      )
+      return logits, features, new_vars['batch_stats']
+
+    # Discriminator update. Fakes are constants here: no gradient reaches G.
+    fake, _ = run_g(state.g_params, sample_latents(d_key, batch_size, state.latent_dim))
+    fake = jax.lax.stop_gradient(fake)
+
+    def d_loss_fn(d_params):
+      real_logits, _, stats = run_d(d_params, state.d_batch_stats, real)
+      fake_logits, _, stats = run_d(d_params, stats, fake)
+      loss = losses.d_bce_loss(real_logits, fake_logits)
+      return loss, (stats, real_logits, fake_logits)
+
+    (d_loss, (d_batch_stats, real_logits, fake_logits)), d_grads = jax.value_and_grad(
+      d_loss_fn, has_aux=True
+    )(state.d_params)
+    d_updates, d_opt_state = state.d_tx.update(d_grads, state.d_opt_state, state.d_params)
+    d_params = optax.apply_updates(state.d_params, d_updates)
+
+    # Generator update against the freshly updated D; D's statistics from this pass are dropped
+    # so that only the discriminator's own step moves its running averages.
+    def g_loss_fn(g_params):
+      fake, g_batch_stats = run_g(g_params, sample_latents(g_key, batch_size, state.latent_dim))
+      _, real_features, _ = run_d(d_params, d_batch_stats, real)
+      fake_logits, fake_features, _ = run_d(d_params, d_batch_stats, fake)
+      fm = losses.feature_matching_loss(real_features[fm_layer], fake_features[fm_layer])
+      non_sat = losses.g_non_saturating_loss(fake_logits)
+      loss = fm if generator_loss == 'feature_matching' else non_sat
+      return loss, (g_batch_stats, fm, non_sat, fake)
+
+    (g_loss, (g_batch_stats, fm, non_sat, fake)), g_grads = jax.value_and_grad(
+      g_loss_fn, has_aux=True
+    )(state.g_params)
+    g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
+    g_params = optax.apply_updates(state.g_params, g_updates)
+
+    metrics = {
+      'train/d_loss': d_loss,
+      'train/g_loss': g_loss,
+      'train/g_feature_matching': fm,
+      'train/g_non_saturating': non_sat,
+      'train/d_real_prob': jax.nn.sigmoid(real_logits).mean(),
+      'train/d_fake_prob': jax.nn.sigmoid(fake_logits).mean(),
+      'train/d_grad_norm': optax.global_norm(d_grads),
+      'train/g_grad_norm': optax.global_norm(g_grads),
+    }
+    if head == 'semantic':
+      # How peaked the per-pixel distributions are (1.0 = one-hot, like the real maps).
+      metrics['train/g_max_prob'] = fake.max(axis=-1).mean()
+    new_state = state.replace(
+      step=state.step + 1,
+      g_params=g_params,
+      g_batch_stats=g_batch_stats,
+      g_opt_state=g_opt_state,
+      d_params=d_params,
+      d_batch_stats=d_batch_stats,
+      d_opt_state=d_opt_state,
+    )
+    return new_state, metrics
+
+  return train_step

@@ -1,0 +1,118 @@
+"""The GAN train state: both networks, both optimizers, norm statistics and the rng, one pytree."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import struct
+
+from semgan_jax.models import DCGANDiscriminator, LatentToLabelGenerator
+
+PyTree = Any
+
+
+@struct.dataclass
+class GANState:
+  """Everything a SemGAN step reads and writes (magvit-style `g_` / `d_` names).
+
+  The modules and optimizers are static (not pytree leaves): they define the computation and are
+  rebuilt from the config, while every array the run depends on lives in the leaves, so a
+  checkpoint of the leaves resumes a run exactly.
+  """
+
+  step: jax.Array
+  g_params: PyTree
+  g_batch_stats: PyTree
+  g_opt_state: PyTree
+  d_params: PyTree
+  d_batch_stats: PyTree
+  d_opt_state: PyTree
+  rng: jax.Array  # Typed key; per-step keys are fold_in(rng, step).
+  generator: nn.Module = struct.field(pytree_node=False)
+  discriminator: nn.Module = struct.field(pytree_node=False)
+  g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  latent_dim: int = struct.field(pytree_node=False, default=100)
+
+
+def build_models(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Module]:
+  """Maps `config.model` / `config.data` to plain module fields (modules never see the config)."""
+  m, d = config.model, config.data
+  dtype = jnp.dtype(m.dtype)
+  generator = LatentToLabelGenerator(
+    num_classes=d.num_classes,
+    image_size=d.image_size,
+    base_features=m.g_base_features,
+    kernel_size=m.kernel_size,
+    head=m.head,
+    bn_momentum=m.bn_momentum,
+    dtype=dtype,
+  )
+  discriminator = DCGANDiscriminator(
+    image_size=d.image_size,
+    base_features=m.d_base_features,
+    kernel_size=m.kernel_size,
+    bn_momentum=m.bn_momentum,
+    dtype=dtype,
+  )
+  return generator, discriminator
+
+
+def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
+  """`constant` (paper 2), or `linear_decay`: constant until `decay_start_step`, then to 0."""
+  if optim.schedule == 'constant':
+    return optax.constant_schedule(optim.lr)
+  if optim.schedule == 'linear_decay':
+    return optax.join_schedules(
+      [
+        optax.constant_schedule(optim.lr),
+        optax.linear_schedule(optim.lr, 0.0, optim.decay_steps),
+      ],
+      [optim.decay_start_step],
+    )
+  raise ValueError(
+    f"config.optim.schedule={optim.schedule!r}; expected 'constant' or 'linear_decay'."
+  )
+
+
+def build_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam with the paper's β1=0.5, β2=0.999, ε=1e-8 (from the config); one per network."""
+  return optax.adam(learning_rate_schedule(optim), b1=optim.b1, b2=optim.b2, eps=optim.eps)
+
+
+def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
+  """Initialises both networks and optimizers.
+
+  Args:
+    config: the experiment config (`model`, `data`, `optim` sections).
+    rng: a typed PRNG key; split for G init, D init and the training rng.
+
+  Returns:
+    A `GANState` at step 0 (on the default device; the loop replicates it over the mesh).
+  """
+  generator, discriminator = build_models(config)
+  g_key, d_key, train_key = jax.random.split(rng, 3)
+  size, latent_dim = config.data.image_size, config.model.latent_dim
+  z = jnp.zeros((2, latent_dim), jnp.float32)
+  x = jnp.zeros((2, size, size, generator.out_channels), jnp.float32)
+  g_vars = generator.init(g_key, z, train=False)
+  d_vars = discriminator.init(d_key, x, train=False)
+  g_tx, d_tx = build_optimizer(config.optim), build_optimizer(config.optim)
+  return GANState(
+    step=jnp.zeros((), jnp.int32),
+    g_params=g_vars['params'],
+    g_batch_stats=g_vars['batch_stats'],
+    g_opt_state=g_tx.init(g_vars['params']),
+    d_params=d_vars['params'],
+    d_batch_stats=d_vars.get('batch_stats', {}),
+    d_opt_state=d_tx.init(d_vars['params']),
+    rng=train_key,
+    generator=generator,
+    discriminator=discriminator,
+    g_tx=g_tx,
+    d_tx=d_tx,
+    latent_dim=latent_dim,
+  )

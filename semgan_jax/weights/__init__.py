@@ -1,0 +1,1 @@
+"""Converters for published pretrained weights: not implemented yet (see the open issues)."""
