@@ -54,6 +54,7 @@ class DCGANDiscriminator(nn.Module):
         (self.kernel_size,) * 2,
         strides=(2, 2),
         padding='SAME',
+        use_bias=i == 0,  # Blocks with a BatchNorm need no bias: the norm removes it.
         name=f'down{i}',
         **conv,
       )(x)

@@ -13,6 +13,8 @@ HEADS = ('semantic', 'rgb')
 
 def num_upsamplings(image_size: int, start_size: int) -> int:
   """How many stride-2 steps take `start_size` to `image_size`; both must be powers of two apart."""
+  if image_size <= 0 or start_size <= 0:
+    raise ValueError(f'image_size={image_size} and start_size={start_size} must be positive.')
   ratio = image_size // start_size
   if image_size % start_size or ratio < 2 or ratio & (ratio - 1):
     raise ValueError(
@@ -74,8 +76,15 @@ class LatentToLabelGenerator(nn.Module):
     x = nn.relu(batch_norm(train, name='project_norm', **norm)(x))
     for i in range(n_up - 1):
       features //= 2
+      # No bias: the BatchNorm that follows removes any per-channel offset.
       x = nn.ConvTranspose(
-        features, (self.kernel_size,) * 2, strides=(2, 2), padding='SAME', name=f'up{i}', **conv
+        features,
+        (self.kernel_size,) * 2,
+        strides=(2, 2),
+        padding='SAME',
+        use_bias=False,
+        name=f'up{i}',
+        **conv,
       )(x)
       x = nn.relu(batch_norm(train, name=f'up{i}_norm', **norm)(x))
     # The head: the only layer in which SemGAN and the RGB baseline differ.

@@ -98,6 +98,18 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   os.replace(tmp, path)
 
 
+def has_checkpoint(workdir: str) -> bool:
+  """Whether `workdir/checkpoints` holds a finished checkpoint; reads only, creates nothing."""
+  directory = epath.Path(workdir) / 'checkpoints'
+  if not directory.is_dir():
+    return False
+  return any(
+    (step / 'commit_success.txt').exists() or (step / '_CHECKPOINT_METADATA').exists()
+    for step in directory.iterdir()
+    if step.name.isdigit()
+  )
+
+
 class Checkpointer:
   """Orbax CheckpointManager over `workdir/checkpoints` with two items per step.
 

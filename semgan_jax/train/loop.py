@@ -14,6 +14,7 @@ from etils import epath
 from semgan_jax import data as data_lib
 from semgan_jax import images, parallel
 from semgan_jax.models import HEADS
+from semgan_jax.models.generators import num_upsamplings
 from semgan_jax.train import checkpointing
 from semgan_jax.train.semgan_step import (
   GENERATOR_LOSSES,
@@ -70,6 +71,22 @@ def validate_config(config: ml_collections.ConfigDict) -> data_lib.DatasetSpec:
   expect(
     config.optim.lr > 0, f'config.optim.lr={config.optim.lr}; expected a positive learning rate.'
   )
+  expect(
+    config.optim.schedule in ('constant', 'linear_decay'),
+    f"config.optim.schedule={config.optim.schedule!r}; expected 'constant' or 'linear_decay'.",
+  )
+  expect(
+    m.dtype in ('float32', 'bfloat16', 'float16'),
+    f"config.model.dtype={m.dtype!r}; expected 'float32', 'bfloat16' or 'float16'.",
+  )
+  num_blocks = num_upsamplings(d.image_size, 4)  # Discriminator blocks, down to 4x4.
+  expect(
+    -num_blocks <= config.loss.fm_layer < num_blocks,
+    f'config.loss.fm_layer={config.loss.fm_layer}; the discriminator has {num_blocks} blocks, '
+    f'so expected an index in [{-num_blocks}, {num_blocks - 1}].',
+  )
+  expect(t.num_samples > 0, f'config.train.num_samples={t.num_samples}; expected > 0.')
+  expect(0 <= config.seed < 2**31, f'config.seed={config.seed}; expected an integer in [0, 2**31).')
   return spec
 
 
@@ -290,10 +307,10 @@ def sample(
     raise UserInputError(f'--num_samples={num_samples}; expected a positive integer.')
   workdir = os.path.abspath(os.path.expanduser(workdir))
   checkpointing.check_config_compatible(workdir, config)
+  if not checkpointing.has_checkpoint(workdir):
+    raise UserInputError(f'no checkpoint in {workdir}/checkpoints; train first (--mode=train).')
   mesh = parallel.create_mesh()
   ckpt = checkpointing.Checkpointer(workdir)
-  if ckpt.latest_step() is None:
-    raise UserInputError(f'no checkpoint in {workdir}/checkpoints; train first (--mode=train).')
   state = ckpt.restore(_init_state(config, mesh))
   step = int(state.step)
   key = jax.random.fold_in(jax.random.key(config.seed if seed is None else seed), _SAMPLE_STREAM)

@@ -1,0 +1,60 @@
+"""Shared test setup: 8 fake CPU devices, a persistent compilation cache and the tiny config."""
+
+import importlib.util
+import os
+import pathlib
+
+import pytest
+
+# Before jax creates its CPU backend: every test process sees 8 CPU devices, so the multi-device
+# code paths (sharded batches, replicated state) run on one machine.
+os.environ['XLA_FLAGS'] = ' '.join(
+  filter(None, [os.environ.get('XLA_FLAGS', ''), '--xla_force_host_platform_device_count=8'])
+)
+
+import jax  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# XLA:CPU compiles slowly (tens of seconds for a train state), so compiled executables are kept
+# on disk: repeated compiles within the session, the CLI subprocesses and later sessions reuse them.
+CACHE_DIR = os.environ.get('JAX_COMPILATION_CACHE_DIR') or '/tmp/semgan_jax_test_cache'
+jax.config.update('jax_compilation_cache_dir', CACHE_DIR)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+
+
+def _load_config_module(name: str):
+  """Imports configs/<name>.py by path (configs/ is not a package)."""
+  spec = importlib.util.spec_from_file_location(
+    f'configs_{name}', REPO_ROOT / 'configs' / f'{name}.py'
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope='session')
+def repo_root() -> pathlib.Path:
+  return REPO_ROOT
+
+
+@pytest.fixture(scope='session')
+def compilation_cache_dir() -> str:
+  return CACHE_DIR
+
+
+@pytest.fixture(scope='session')
+def tfds_dir(tmp_path_factory) -> str:
+  """A tfds data_dir with colored_shapes prepared once for the session."""
+  from semgan_jax import data
+
+  path = str(tmp_path_factory.mktemp('tfds'))
+  data.load_source('colored_shapes', path)
+  return path
+
+
+@pytest.fixture(scope='session')
+def tiny_config(tfds_dir):
+  """configs/shapes.py:tiny reading the session's data set; copy it before changing fields."""
+  config = _load_config_module('shapes').get_config('tiny')
+  config.data.data_dir = tfds_dir
+  return config

@@ -1,0 +1,167 @@
+"""End-to-end tests of the command line (`python -m semgan_jax.main`) in subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TIMEOUT_S = 600
+
+
+@pytest.fixture(scope='module')
+def cli(repo_root, compilation_cache_dir, tiny_config):
+  """Runs the CLI on the tiny config with the session's data set, on the default single device."""
+  env = dict(os.environ)
+  env.pop('XLA_FLAGS', None)  # The CLI runs as a user would run it: one CPU device.
+  env.update(
+    JAX_PLATFORMS='cpu',
+    JAX_COMPILATION_CACHE_DIR=compilation_cache_dir,
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+  )
+  base = [sys.executable, '-m', 'semgan_jax.main']
+  tiny = ['--config=configs/shapes.py:tiny', f'--config.data.data_dir={tiny_config.data.data_dir}']
+
+  def command(*args, config=True):
+    return base + (tiny if config else []) + list(args)
+
+  def popen(*args, config=True):
+    return subprocess.Popen(
+      command(*args, config=config),
+      cwd=repo_root,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+
+  def run(*args, config=True):
+    return communicate(popen(*args, config=config))
+
+  def communicate(process):
+    stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+  run.popen = popen
+  run.communicate = communicate
+  return run
+
+
+def _details(result) -> str:
+  return f'exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}'
+
+
+def _listing(root) -> dict[str, int]:
+  out = {}
+  for dirpath, dirnames, filenames in os.walk(root):
+    for name in dirnames:
+      out[os.path.join(dirpath, name) + '/'] = 0
+    for name in filenames:
+      path = os.path.join(dirpath, name)
+      out[path] = os.stat(path).st_mtime_ns
+  return out
+
+
+def _error_line(result) -> str:
+  """The last line of stderr, where the CLI reports a user error."""
+  lines = result.stderr.strip().splitlines()
+  return lines[-1] if lines else ''
+
+
+@pytest.fixture(scope='module')
+def trained_workdir(cli, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('cli') / 'run'
+  result = cli(f'--workdir={workdir}')
+  assert result.returncode == 0, _details(result)
+  return workdir
+
+
+def test_train_end_to_end(trained_workdir):
+  assert (trained_workdir / 'checkpoints' / '4').is_dir()
+  png = trained_workdir / 'samples' / 'step_0000004.png'
+  with Image.open(png) as image:
+    image.verify()
+  with Image.open(png) as image:
+    assert image.format == 'PNG' and image.mode == 'RGB'
+    # 8 samples of 64x64 on a 3x3 grid with 2-pixel gaps, upscaled 2x.
+    assert image.size == (2 * (3 * 66 + 2),) * 2
+  config = json.loads((trained_workdir / 'config.json').read_text())
+  assert config['model']['head'] == 'semantic'
+  assert config['train']['num_steps'] == 4
+
+
+def test_sample_mode(cli, trained_workdir):
+  result = cli(f'--workdir={trained_workdir}', '--mode=sample', '--num_samples=6')
+  assert result.returncode == 0, _details(result)
+  samples = trained_workdir / 'samples'
+  assert str(samples / 'sample_step4.png') in result.stdout
+  with Image.open(samples / 'sample_step4.png') as image:
+    image.verify()
+  ids = np.load(samples / 'sample_step4.npy')
+  assert ids.shape == (6, 64, 64)
+  assert np.issubdtype(ids.dtype, np.integer)
+  assert ids.min() >= 0 and ids.max() < 4
+
+
+def test_incompatible_checkpoint(cli, trained_workdir):
+  before = _listing(trained_workdir)
+  result = cli(f'--workdir={trained_workdir}', '--config.model.kernel_size=5')
+  assert result.returncode != 0, _details(result)
+  assert 'Traceback' not in result.stderr, _details(result)
+  line = _error_line(result)
+  assert line.startswith('semgan_jax: error:') and 'incompatible' in line, _details(result)
+  assert 'model.kernel_size' in line
+  assert _listing(trained_workdir) == before
+
+
+@pytest.fixture(scope='module')
+def bad_runs(cli, tmp_path_factory):
+  """Each bad invocation, launched together (they only import, parse and fail)."""
+  root = tmp_path_factory.mktemp('bad')
+  blocker = root / 'a_file'
+  blocker.write_text('not a directory')
+  cases = {
+    'config_file': (root / 'w_config_file', ['--config=configs/nope.py'], False),
+    'unknown_field': (root / 'w_unknown_field', ['--config.model.nonexistent=3'], True),
+    'bad_value': (root / 'w_bad_value', ['--config.model.head=foo'], True),
+    'workdir': (blocker / 'run', [], True),
+  }
+  processes = {
+    name: cli.popen(f'--workdir={workdir}', *args, config=config)
+    for name, (workdir, args, config) in cases.items()
+  }
+  results = {name: cli.communicate(p) for name, p in processes.items()}
+  assert blocker.read_text() == 'not a directory'
+  return {name: (results[name], cases[name][0]) for name in cases}
+
+
+@pytest.mark.parametrize(
+  ('case', 'expected'),
+  [
+    ('config_file', 'configs/nope.py'),
+    ('unknown_field', 'nonexistent'),
+    ('bad_value', 'config.model.head'),
+    ('workdir', 'a_file/run'),
+  ],
+)
+def test_bad_input(bad_runs, case, expected):
+  result, workdir = bad_runs[case]
+  assert result.returncode != 0, _details(result)
+  assert expected in result.stderr, _details(result)
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize('case', ['bad_value', 'workdir'])
+def test_user_errors_are_one_line(bad_runs, case):
+  result, _ = bad_runs[case]
+  assert 'Traceback' not in result.stderr, _details(result)
+  assert _error_line(result).startswith('semgan_jax: error:'), _details(result)
+
+
+@pytest.mark.parametrize('case', ['config_file', 'unknown_field'])
+def test_flag_errors_are_one_line(bad_runs, case):
+  result, _ = bad_runs[case]
+  assert 'Traceback' not in result.stderr, _details(result)
