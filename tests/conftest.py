@@ -58,3 +58,21 @@ def tiny_config(tfds_dir):
   config = _load_config_module('shapes').get_config('tiny')
   config.data.data_dir = tfds_dir
   return config
+
+
+@pytest.fixture(scope='session')
+def file_listing():
+  """A function mapping a directory to {path: mtime} of everything under it (to prove no writes)."""
+  return _file_listing
+
+
+def _file_listing(root) -> dict[str, int]:
+  """Every file under `root` with its modification time, and every directory."""
+  out = {}
+  for dirpath, dirnames, filenames in os.walk(root):
+    for name in dirnames:
+      out[os.path.join(dirpath, name) + '/'] = 0
+    for name in filenames:
+      path = os.path.join(dirpath, name)
+      out[path] = os.stat(path).st_mtime_ns
+  return out

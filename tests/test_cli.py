@@ -54,17 +54,6 @@ def _details(result) -> str:
   return f'exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}'
 
 
-def _listing(root) -> dict[str, int]:
-  out = {}
-  for dirpath, dirnames, filenames in os.walk(root):
-    for name in dirnames:
-      out[os.path.join(dirpath, name) + '/'] = 0
-    for name in filenames:
-      path = os.path.join(dirpath, name)
-      out[path] = os.stat(path).st_mtime_ns
-  return out
-
-
 def _error_line(result) -> str:
   """The last line of stderr, where the CLI reports a user error."""
   lines = result.stderr.strip().splitlines()
@@ -106,15 +95,15 @@ def test_sample_mode(cli, trained_workdir):
   assert ids.min() >= 0 and ids.max() < 4
 
 
-def test_incompatible_checkpoint(cli, trained_workdir):
-  before = _listing(trained_workdir)
+def test_incompatible_checkpoint(cli, trained_workdir, file_listing):
+  before = file_listing(trained_workdir)
   result = cli(f'--workdir={trained_workdir}', '--config.model.kernel_size=5')
   assert result.returncode != 0, _details(result)
   assert 'Traceback' not in result.stderr, _details(result)
   line = _error_line(result)
   assert line.startswith('semgan_jax: error:') and 'incompatible' in line, _details(result)
   assert 'model.kernel_size' in line
-  assert _listing(trained_workdir) == before
+  assert file_listing(trained_workdir) == before
 
 
 @pytest.fixture(scope='module')

@@ -3,7 +3,6 @@
 import functools
 import json
 import logging
-import os
 import pathlib
 import struct
 
@@ -295,18 +294,6 @@ def _read_scalars(workdir) -> dict[int, dict[str, float]]:
   return scalars
 
 
-def _listing(root) -> dict[str, int]:
-  """Every file under `root` with its modification time, and every directory."""
-  out = {}
-  for dirpath, dirnames, filenames in os.walk(root):
-    for name in dirnames:
-      out[os.path.join(dirpath, name) + '/'] = 0
-    for name in filenames:
-      path = os.path.join(dirpath, name)
-      out[path] = os.stat(path).st_mtime_ns
-  return out
-
-
 def _zip_leaves(a, b):
   la = _leaves(checkpointing.state_to_tree(a))
   lb = _leaves(checkpointing.state_to_tree(b))
@@ -407,15 +394,15 @@ def test_loop_resume_matches_uninterrupted_run(loop_runs):
       np.testing.assert_array_equal(x, y, err_msg=name)
 
 
-def test_loop_refuses_incompatible_checkpoint(loop_runs):
+def test_loop_refuses_incompatible_checkpoint(loop_runs, file_listing):
   workdir = loop_runs['workdir_a']
   config = loop_runs['config'].copy_and_resolve_references()
   config.model.g_base_features *= 2
-  before = _listing(workdir)
+  before = file_listing(workdir)
   with pytest.raises(checkpointing.CheckpointError, match='model.g_base_features') as info:
     loop.train_and_evaluate(config, workdir)
   assert 'incompatible' in str(info.value)
-  assert _listing(workdir) == before
+  assert file_listing(workdir) == before
 
 
 def test_loop_resumes_with_changed_training_fields(loop_runs):
