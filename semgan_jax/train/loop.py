@@ -9,6 +9,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from clu import parameter_overview
 from etils import epath
 
 from semgan_jax import data as data_lib
@@ -195,19 +196,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
   else:
     checkpointing.write_config(workdir, config)
   start_step = int(state.step)
-  num_steps = config.train.num_steps
-  n_params = {
-    k: sum(x.size for x in jax.tree.leaves(v))
-    for k, v in (('G', state.g_params), ('D', state.d_params))
-  }
   logging.info(
-    'SemGAN (%s head): G %s params, D %s params; steps %d -> %d.',
-    config.model.head,
-    f'{n_params["G"]:,}',
-    f'{n_params["D"]:,}',
-    start_step,
-    num_steps,
+    'SemGAN (%s head), steps %d -> %d.', config.model.head, start_step, config.train.num_steps
   )
+  for name, params in (('Generator', state.g_params), ('Discriminator', state.d_params)):
+    parameter_overview.log_parameter_overview(
+      params, include_stats=False, msg=f'{name} parameters:', jax_logging_process=0
+    )
+  num_steps = config.train.num_steps
 
   writer = create_metric_writer(workdir)
   if start_step == 0:
