@@ -30,6 +30,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.g_base_features = 64  # G width before the head; doubles towards the input.
   config.model.d_base_features = 64  # D width of the first block; doubles with depth.
   config.model.bn_momentum = 0.9  # BatchNorm running averages (G's are used for sampling).
+  # Moving average of G's weights, used for samples (0: off, as in the paper; e.g. 0.999).
+  config.model.g_ema_decay = 0.0
   config.model.dtype = 'float32'  # Computation dtype ('bfloat16' on TPU); params stay float32.
 
   config.loss = ml_collections.ConfigDict()

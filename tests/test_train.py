@@ -13,7 +13,7 @@ import pytest
 
 from semgan_jax import data, parallel
 from semgan_jax.train import checkpointing, loop
-from semgan_jax.train.semgan_step import make_train_step
+from semgan_jax.train.semgan_step import generate, make_train_step, sample_latents
 
 SPEC = data.get_dataset_spec('colored_shapes')
 GLOBAL_BATCH = 8
@@ -273,6 +273,44 @@ def test_checkpoint_resume_is_exact(init_state, source, tiny_config, tmp_path):
     np.testing.assert_array_equal(x, y, err_msg=name)
 
 
+def test_generator_ema(init_state, labels, tmp_path):
+  """With g_ema_decay=d the average after two steps is d²·θ0 + d(1-d)·θ1 + (1-d)·θ2; samples
+  come from it; it is checkpointed, and a state without EMA stores no EMA entry."""
+  assert init_state.g_ema_params is None
+  assert 'g_ema_params' not in checkpointing.state_to_tree(init_state)
+  decay, mesh = 0.9, _mesh(8)
+  state = _put(init_state.replace(g_ema_params=init_state.g_params, g_ema_decay=decay), mesh)
+  thetas = [_leaves(state.g_params)]
+  for step in range(2):
+    state, _ = _jit_step()(state, _batch(labels[step], mesh), _rng(step))
+    thetas.append(_leaves(state.g_params))
+  ema = _leaves(state.g_ema_params)
+  for name in thetas[0]:
+    expected = (
+      decay**2 * thetas[0][name]
+      + decay * (1 - decay) * thetas[1][name]
+      + (1 - decay) * thetas[2][name]
+    )
+    np.testing.assert_allclose(ema[name], expected, rtol=1e-5, atol=1e-7, err_msg=name)
+  assert any(not np.allclose(ema[n], thetas[2][n]) for n in ema)
+
+  z = sample_latents(jax.random.key(3), 4, state.latent_dim)
+  variables = {'params': state.g_ema_params, 'batch_stats': state.g_batch_stats}
+  np.testing.assert_allclose(
+    generate(state, z), state.generator.apply(variables, z, train=False), rtol=1e-6
+  )
+  assert not np.allclose(generate(state, z), generate(state.replace(g_ema_params=None), z))
+
+  ckpt = checkpointing.Checkpointer(str(tmp_path))
+  assert ckpt.save(2, state, force=True)
+  ckpt.wait_until_finished()
+  template = _put(init_state.replace(g_ema_params=init_state.g_params, g_ema_decay=decay), mesh)
+  restored = ckpt.restore(template)
+  ckpt.close()
+  for name, value in _leaves(restored.g_ema_params).items():
+    np.testing.assert_array_equal(value, ema[name], err_msg=name)
+
+
 # --- The training loop. ----------------------------------------------------------------------
 
 
@@ -472,6 +510,7 @@ def test_indivisible_global_batch(tiny_config, tmp_path):
     ('loss.fm_layer', 4),
     ('train.num_samples', 0),
     ('seed', -1),
+    ('model.g_ema_decay', 1.0),
   ],
 )
 def test_validate_config_gaps(tiny_config, field, value):

@@ -26,7 +26,7 @@ class CheckpointError(ValueError):
 
 def state_to_tree(state: GANState) -> dict[str, Any]:
   """The arrays of a state as a plain dict; the typed key is stored as its raw key data."""
-  return {
+  tree = {
     'step': state.step,
     'g_params': state.g_params,
     'g_batch_stats': state.g_batch_stats,
@@ -36,6 +36,9 @@ def state_to_tree(state: GANState) -> dict[str, Any]:
     'd_opt_state': state.d_opt_state,
     'rng': jax.random.key_data(state.rng),
   }
+  if state.g_ema_params is not None:
+    tree['g_ema_params'] = state.g_ema_params
+  return tree
 
 
 def tree_to_state(tree: dict[str, Any], template: GANState) -> GANState:

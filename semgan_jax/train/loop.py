@@ -86,6 +86,7 @@ def validate_config(config: ml_collections.ConfigDict) -> data_lib.DatasetSpec:
     f'config.loss.fm_layer={config.loss.fm_layer}; the discriminator has {num_blocks} blocks, '
     f'so expected an index in [{-num_blocks}, {num_blocks - 1}].',
   )
+  expect(0.0 <= m.g_ema_decay < 1.0, f'config.model.g_ema_decay={m.g_ema_decay}; expected [0, 1).')
   expect(t.num_samples > 0, f'config.train.num_samples={t.num_samples}; expected > 0.')
   expect(0 <= config.seed < 2**31, f'config.seed={config.seed}; expected an integer in [0, 2**31).')
   return spec

@@ -41,9 +41,13 @@ def sample_latents(rng: jax.Array, batch_size: int, latent_dim: int) -> jax.Arra
 
 
 def generate(state: GANState, z: jax.Array) -> jax.Array:
-  """G(z) in eval mode (BatchNorm running averages): softmax maps or RGB images."""
+  """G(z) in eval mode (BatchNorm running averages): softmax maps or RGB images.
+
+  Uses the moving average of G's weights when the run keeps one (`model.g_ema_decay > 0`).
+  """
+  params = state.g_params if state.g_ema_params is None else state.g_ema_params
   return state.generator.apply(
-    {'params': state.g_params, 'batch_stats': state.g_batch_stats}, z, train=False
+    {'params': params, 'batch_stats': state.g_batch_stats}, z, train=False
   )
 
 
@@ -123,6 +127,13 @@ def make_train_step(
     g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
 
+    g_ema_params = state.g_ema_params
+    if g_ema_params is not None:
+      decay = state.g_ema_decay
+      g_ema_params = jax.tree.map(
+        lambda ema, new: decay * ema + (1.0 - decay) * new, g_ema_params, g_params
+      )
+
     metrics = {
       'train/d_loss': d_loss,
       'train/g_loss': g_loss,
@@ -139,6 +150,7 @@ def make_train_step(
     new_state = state.replace(
       step=state.step + 1,
       g_params=g_params,
+      g_ema_params=g_ema_params,
       g_batch_stats=g_batch_stats,
       g_opt_state=g_opt_state,
       d_params=d_params,

@@ -35,7 +35,10 @@ class GANState:
   discriminator: nn.Module = struct.field(pytree_node=False)
   g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
   d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  # Exponential moving average of g_params, used for sampling; None when g_ema_decay == 0.
+  g_ema_params: PyTree = None
   latent_dim: int = struct.field(pytree_node=False, default=100)
+  g_ema_decay: float = struct.field(pytree_node=False, default=0.0)
 
 
 def build_models(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Module]:
@@ -110,9 +113,11 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GAN
     d_batch_stats=d_vars.get('batch_stats', {}),
     d_opt_state=d_tx.init(d_vars['params']),
     rng=train_key,
+    g_ema_params=g_vars['params'] if config.model.g_ema_decay > 0 else None,
     generator=generator,
     discriminator=discriminator,
     g_tx=g_tx,
     d_tx=d_tx,
     latent_dim=latent_dim,
+    g_ema_decay=config.model.g_ema_decay,
   )
