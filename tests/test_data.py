@@ -314,3 +314,13 @@ def test_colorize():
     data.colorize(np.array([4]), data.PALETTE)
   with pytest.raises(ValueError, match='label id -1'):
     data.colorize(np.array([[-1]]), data.PALETTE)
+
+
+def test_load_source_expands_home(tmp_path, monkeypatch):
+  """'~/...' means the home directory, never a directory literally named '~' in the cwd."""
+  monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+  monkeypatch.chdir(tmp_path)
+  source = data.load_source('colored_shapes', '~/tfds')
+  assert len(source) == data.NUM_EXAMPLES
+  assert (tmp_path / 'home' / 'tfds' / 'colored_shapes').is_dir()
+  assert not (tmp_path / '~').exists()

@@ -104,7 +104,7 @@ def load_source(name: str, data_dir: str):
 
   Args:
     name: Name of the data set, a key of `DATASETS`.
-    data_dir: tfds data directory; created if missing.
+    data_dir: tfds data directory (`~` is expanded); created if missing.
 
   Returns:
     A tfds `ArrayRecordDataSource` (supports `len()` and indexing); each element is a dict of
@@ -116,7 +116,7 @@ def load_source(name: str, data_dir: str):
     PermissionError: If writing the data set into `data_dir` is refused.
   """
   get_dataset_spec(name)
-  data_dir = os.fspath(data_dir)
+  data_dir = os.path.expanduser(os.fspath(data_dir))
   try:
     os.makedirs(data_dir, exist_ok=True)
   except OSError as e:

@@ -107,10 +107,6 @@ def prepare_workdir(workdir: str) -> str:
   return os.fspath(path)
 
 
-def _data_dir(config: ml_collections.ConfigDict) -> str:
-  return os.path.expanduser(config.data.data_dir)
-
-
 def _to_images(
   outputs: np.ndarray, head: str, palette: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     config.data.batch_size,
   )
 
-  source = data_lib.load_source(config.data.name, _data_dir(config))
+  source = data_lib.load_source(config.data.name, config.data.data_dir)
   data_iter = data_lib.create_input_iterator(
     source,
     global_batch_size=config.data.batch_size,
