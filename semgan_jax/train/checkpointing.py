@@ -48,19 +48,20 @@ def tree_to_state(tree: dict[str, Any], template: GANState) -> GANState:
   return template.replace(rng=jax.random.wrap_key_data(tree['rng'], impl=rng_impl), **fields)
 
 
-def _flatten(config: dict, prefix: str = '') -> dict[str, Any]:
+def flatten_config(config: dict, prefix: str = '') -> dict[str, Any]:
+  """A nested config dict as {'section.field': value}."""
   out = {}
   for key, value in config.items():
     name = f'{prefix}{key}'
     if isinstance(value, dict):
-      out.update(_flatten(value, name + '.'))
+      out.update(flatten_config(value, name + '.'))
     else:
       out[name] = value
   return out
 
 
 def _architecture_view(config: dict) -> dict[str, Any]:
-  flat = _flatten(config)
+  flat = flatten_config(config)
   return {
     k: v
     for k, v in flat.items()

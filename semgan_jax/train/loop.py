@@ -204,7 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
 
   writer = create_metric_writer(workdir)
   if start_step == 0:
-    writer.write_hparams(checkpointing._flatten(config.to_dict()))
+    writer.write_hparams(checkpointing.flatten_config(config.to_dict()))
 
   repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   train_step = jax.jit(
