@@ -37,6 +37,10 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict()
   config.loss.generator = 'feature_matching'  # The paper's; or 'non_saturating'.
   config.loss.fm_layer = -1  # Discriminator block matched by feature matching (-1: last).
+  # Gaussian noise on every D input, decayed linearly to 0 over instance_noise_steps (0: off, as
+  # in the paper). It hides D's free cue, one-hot real maps vs soft generated ones.
+  config.loss.instance_noise_std = 0.0
+  config.loss.instance_noise_steps = 0
 
   config.optim = ml_collections.ConfigDict()
   config.optim.lr = 1e-4  # One learning rate for G and D (appendix B).

@@ -311,6 +311,26 @@ def test_generator_ema(init_state, labels, tmp_path):
     np.testing.assert_array_equal(value, ema[name], err_msg=name)
 
 
+def test_instance_noise_decays_and_changes_the_d_update(init_state, labels):
+  """Noise std is σ0·(1 - step/N) (σ0 at step 0, 0 from step N on), and it reaches D's inputs."""
+  mesh = _mesh(8)
+  noisy = jax.jit(
+    make_train_step(palette=SPEC.palette, instance_noise_std=0.5, instance_noise_steps=4)
+  )
+  batch = _batch(labels[0], mesh)
+  stds = []
+  for step in (0, 2, 4, 6):
+    state = _put(init_state, mesh).replace(step=jax.numpy.asarray(step, jax.numpy.int32))
+    _, metrics = noisy(state, batch, _rng(0))
+    stds.append(float(metrics['train/instance_noise_std']))
+  np.testing.assert_allclose(stds, [0.5, 0.25, 0.0, 0.0], atol=1e-7)
+
+  _, with_noise = noisy(_put(init_state, mesh), batch, _rng(0))
+  _, without = _jit_step()(_put(init_state, mesh), batch, _rng(0))
+  assert float(without['train/instance_noise_std']) == 0.0
+  assert not np.isclose(float(with_noise['train/d_loss']), float(without['train/d_loss']))
+
+
 # --- The training loop. ----------------------------------------------------------------------
 
 
@@ -511,6 +531,7 @@ def test_indivisible_global_batch(tiny_config, tmp_path):
     ('train.num_samples', 0),
     ('seed', -1),
     ('model.g_ema_decay', 1.0),
+    ('loss.instance_noise_std', -0.1),
   ],
 )
 def test_validate_config_gaps(tiny_config, field, value):

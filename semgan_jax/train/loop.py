@@ -87,6 +87,10 @@ def validate_config(config: ml_collections.ConfigDict) -> data_lib.DatasetSpec:
     f'so expected an index in [{-num_blocks}, {num_blocks - 1}].',
   )
   expect(0.0 <= m.g_ema_decay < 1.0, f'config.model.g_ema_decay={m.g_ema_decay}; expected [0, 1).')
+  expect(
+    config.loss.instance_noise_std >= 0,
+    f'config.loss.instance_noise_std={config.loss.instance_noise_std}; expected >= 0.',
+  )
   expect(t.num_samples > 0, f'config.train.num_samples={t.num_samples}; expected > 0.')
   expect(0 <= config.seed < 2**31, f'config.seed={config.seed}; expected an integer in [0, 2**31).')
   return spec
@@ -212,6 +216,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
       palette=spec.palette,
       generator_loss=config.loss.generator,
       fm_layer=config.loss.fm_layer,
+      instance_noise_std=config.loss.instance_noise_std,
+      instance_noise_steps=config.loss.instance_noise_steps,
     ),
     in_shardings=(repl, batch_sh, repl),
     out_shardings=(repl, repl),

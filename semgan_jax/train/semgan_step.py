@@ -56,6 +56,8 @@ def make_train_step(
   palette: np.ndarray,
   generator_loss: str = 'feature_matching',
   fm_layer: int = -1,
+  instance_noise_std: float = 0.0,
+  instance_noise_steps: int = 0,
 ) -> Callable[[GANState, dict, jax.Array], tuple[GANState, dict]]:
   """Builds `train_step(state, batch, rng) -> (state, metrics)`, a pure function to `jax.jit`.
 
@@ -63,6 +65,10 @@ def make_train_step(
     palette: (K, 3) uint8 class colors (the RGB baseline's real inputs are colorized with it).
     generator_loss: 'feature_matching' (the paper) or 'non_saturating'.
     fm_layer: which discriminator block's features feature matching compares (-1: the last).
+    instance_noise_std: std of Gaussian noise added to every discriminator input (real and
+      fake), decayed linearly to 0 over `instance_noise_steps`. It hides the one cue D needs
+      no learning for: one-hot real maps against soft generated ones. 0 disables it (paper).
+    instance_noise_steps: how many steps the noise takes to decay to 0.
 
   Returns:
     The step function. `batch['label']` holds (B, H, W) int class ids; `rng` is a typed key.
@@ -77,7 +83,22 @@ def make_train_step(
     head = state.generator.head
     real = real_discriminator_input(batch['label'], head, palette)
     batch_size = real.shape[0]
-    d_key, g_key = jax.random.split(rng)
+    d_key, g_key, d_noise_key, g_noise_key = jax.random.split(rng, 4)
+    if instance_noise_std > 0:
+      progress = state.step.astype(jnp.float32) / max(instance_noise_steps, 1)
+      noise_std = instance_noise_std * jnp.maximum(0.0, 1.0 - progress)
+    else:
+      noise_std = 0.0
+
+    def noisy(key, real, fake):
+      """Adds the same-scale instance noise to D's real and fake inputs (no-op when off)."""
+      if instance_noise_std <= 0:
+        return real, fake
+      k_real, k_fake = jax.random.split(key)
+      return (
+        real + noise_std * jax.random.normal(k_real, real.shape, real.dtype),
+        fake + noise_std * jax.random.normal(k_fake, fake.shape, fake.dtype),
+      )
 
     def run_g(g_params, z):
       fake, new_vars = state.generator.apply(
@@ -96,11 +117,11 @@ def make_train_step(
 
     # Discriminator update. Fakes are constants here: no gradient reaches G.
     fake, _ = run_g(state.g_params, sample_latents(d_key, batch_size, state.latent_dim))
-    fake = jax.lax.stop_gradient(fake)
+    d_real, d_fake = noisy(d_noise_key, real, jax.lax.stop_gradient(fake))
 
     def d_loss_fn(d_params):
-      real_logits, _, stats = run_d(d_params, state.d_batch_stats, real)
-      fake_logits, _, stats = run_d(d_params, stats, fake)
+      real_logits, _, stats = run_d(d_params, state.d_batch_stats, d_real)
+      fake_logits, _, stats = run_d(d_params, stats, d_fake)
       loss = losses.d_bce_loss(real_logits, fake_logits)
       return loss, (stats, real_logits, fake_logits)
 
@@ -114,8 +135,9 @@ def make_train_step(
     # so that only the discriminator's own step moves its running averages.
     def g_loss_fn(g_params):
       fake, g_batch_stats = run_g(g_params, sample_latents(g_key, batch_size, state.latent_dim))
-      _, real_features, _ = run_d(d_params, d_batch_stats, real)
-      fake_logits, fake_features, _ = run_d(d_params, d_batch_stats, fake)
+      g_real, g_fake = noisy(g_noise_key, real, fake)
+      _, real_features, _ = run_d(d_params, d_batch_stats, g_real)
+      fake_logits, fake_features, _ = run_d(d_params, d_batch_stats, g_fake)
       fm = losses.feature_matching_loss(real_features[fm_layer], fake_features[fm_layer])
       non_sat = losses.g_non_saturating_loss(fake_logits)
       loss = fm if generator_loss == 'feature_matching' else non_sat
@@ -142,6 +164,7 @@ def make_train_step(
       'train/d_real_prob': jax.nn.sigmoid(real_logits).mean(),
       'train/d_fake_prob': jax.nn.sigmoid(fake_logits).mean(),
       'train/d_grad_norm': _global_norm(d_grads),
+      'train/instance_noise_std': jnp.asarray(noise_std, jnp.float32),
       'train/g_grad_norm': _global_norm(g_grads),
     }
     if head == 'semantic':
