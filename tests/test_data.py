@@ -324,3 +324,15 @@ def test_load_source_expands_home(tmp_path, monkeypatch):
   assert len(source) == data.NUM_EXAMPLES
   assert (tmp_path / 'home' / 'tfds' / 'colored_shapes').is_dir()
   assert not (tmp_path / '~').exists()
+
+
+def test_iterator_without_onehot(tmp_path):
+  """include_onehot=False yields the same ids and no one-hot; bad ids are still refused."""
+  source = data.load_source('colored_shapes', str(tmp_path))
+  kwargs = dict(global_batch_size=8, num_classes=4, seed=3)
+  with_onehot = next(data.create_input_iterator(source, **kwargs))
+  ids_only = next(data.create_input_iterator(source, include_onehot=False, **kwargs))
+  assert set(ids_only) == {'label'}
+  np.testing.assert_array_equal(ids_only['label'], with_onehot['label'])
+  with pytest.raises(ValueError, match='out of range'):
+    next(data.create_input_iterator(source, include_onehot=False, **{**kwargs, 'num_classes': 2}))

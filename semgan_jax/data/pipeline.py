@@ -146,6 +146,7 @@ def create_input_iterator(
   seed: int,
   process_index: int = 0,
   process_count: int = 1,
+  include_onehot: bool = True,
 ) -> grain.DatasetIterator:
   """Returns an endless, checkpointable iterator of this process's batches.
 
@@ -162,10 +163,14 @@ def create_input_iterator(
     seed: Shuffle seed, an integer in [0, 2**32 - 1].
     process_index: Index of this process, 0 to process_count - 1.
     process_count: Number of processes reading the data.
+    include_onehot: Whether batches also carry the float32 one-hot maps. The train step builds
+      them on the device from the ids, so the training loop turns this off to avoid K times
+      more host work and transfer.
 
   Returns:
-    A grain `DatasetIterator` of dicts with `label`: int32 (B, H, W) ids and `onehot`: float32
-    (B, H, W, K), where B = global_batch_size // process_count.
+    A grain `DatasetIterator` of dicts with `label`: int32 (B, H, W) ids and, if
+    `include_onehot`, `onehot`: float32 (B, H, W, K), where B = global_batch_size //
+    process_count.
 
   Raises:
     ValueError: If global_batch_size is not divisible by process_count, the process index is out
@@ -184,7 +189,7 @@ def create_input_iterator(
   def to_label(example):
     return {'label': np.asarray(example['label'], dtype=np.int32)}
 
-  def add_onehot(batch):
+  def check_and_add_onehot(batch):
     label = batch['label']
     # One max/min per batch is cheap; without it numpy raises a bare IndexError for ids >= K
     # and silently wraps negative ids into a wrong one-hot.
@@ -192,7 +197,7 @@ def create_input_iterator(
     if high >= num_classes or low < 0:
       bad = high if high >= num_classes else low
       raise ValueError(f'label id {bad} is out of range for num_classes {num_classes}')
-    return {'label': label, 'onehot': eye[label]}
+    return {'label': label, 'onehot': eye[label]} if include_onehot else {'label': label}
 
   ds = grain.MapDataset.source(source)
   ds = ds[process_index::process_count]
@@ -201,7 +206,7 @@ def create_input_iterator(
   ds = ds.repeat()
   ds = ds.map(to_label)
   ds = ds.batch(local_batch_size, drop_remainder=True)
-  ds = ds.map(add_onehot)
+  ds = ds.map(check_and_add_onehot)
   read_options = grain.ReadOptions(
     num_threads=_NUM_READ_THREADS, prefetch_buffer_size=_PREFETCH_BATCHES
   )

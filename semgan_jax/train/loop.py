@@ -188,6 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     seed=config.seed,
     process_index=jax.process_index(),
     process_count=jax.process_count(),
+    include_onehot=False,  # The step one-hot encodes on the device.
   )
 
   state = _init_state(config, mesh)
