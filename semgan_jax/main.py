@@ -15,7 +15,12 @@ config_flags.DEFINE_config_file(
   'config', None, 'Experiment config file, e.g. configs/shapes.py or configs/shapes.py:quick.'
 )
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, samples and summaries.')
-flags.DEFINE_enum('mode', 'train', ['train', 'sample'], 'What to do with the config and workdir.')
+flags.DEFINE_enum(
+  'mode', 'train', ['train', 'sample', 'eval'], 'What to do with the config and workdir.'
+)
+flags.DEFINE_integer(
+  'checkpoint_step', None, '--mode=eval: the checkpoint to evaluate (default: the latest).'
+)
 flags.DEFINE_integer('num_samples', 64, '--mode=sample: how many label maps to generate.')
 flags.DEFINE_integer('sample_seed', None, '--mode=sample: latent seed (default: config.seed).')
 flags.DEFINE_bool(
@@ -76,6 +81,10 @@ def main(argv):
         FLAGS.config, FLAGS.workdir, num_samples=FLAGS.num_samples, seed=FLAGS.sample_seed
       )
       print(f'Wrote {paths["png"]} and {paths["npy"]}')
+    elif FLAGS.mode == 'eval':
+      results = loop.evaluate(FLAGS.config, FLAGS.workdir, step=FLAGS.checkpoint_step)
+      step = results['step']
+      print(f'Evaluated step {step}: {results["workdir"]}/eval/step_{step:07d}.json')
   except (loop.UserInputError, checkpointing.CheckpointError) as e:
     logging.debug('Input error', exc_info=True)
     sys.exit(f'semgan_jax: error: {e}')

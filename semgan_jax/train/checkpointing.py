@@ -135,6 +135,9 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
   def save(self, step: int, state: GANState, data_iterator=None, *, force: bool = False) -> bool:
     """Saves (asynchronously) if the step is due or `force`; returns whether it saved."""
     items = {'state': ocp.args.StandardSave(state_to_tree(state))}
@@ -155,6 +158,10 @@ class Checkpointer:
     step = self._manager.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f'no checkpoint found in {self.directory}.')
+    if step not in self.all_steps():
+      raise CheckpointError(
+        f'no checkpoint at step {step} in {self.directory}; it has steps {self.all_steps()}.'
+      )
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_to_tree(template))
     items = {'state': ocp.args.StandardRestore(abstract)}
     if data_iterator is not None:

@@ -1,6 +1,8 @@
 """The training loop and the sampling job: I/O, checkpoints, logging; the math is in the steps."""
 
+import datetime
 import functools
+import json
 import os
 import time
 import uuid
@@ -14,6 +16,7 @@ from etils import epath
 
 from semgan_jax import data as data_lib
 from semgan_jax import images, parallel
+from semgan_jax.evaluation import evaluator as evaluator_lib
 from semgan_jax.models import HEADS
 from semgan_jax.models.generators import num_upsamplings
 from semgan_jax.train import checkpointing
@@ -92,6 +95,10 @@ def validate_config(config: ml_collections.ConfigDict) -> data_lib.DatasetSpec:
     f'config.loss.instance_noise_std={config.loss.instance_noise_std}; expected >= 0.',
   )
   expect(t.num_samples > 0, f'config.train.num_samples={t.num_samples}; expected > 0.')
+  try:
+    evaluator_lib.check_evals_config(config.evals, spec, spec.num_examples, jax.device_count())
+  except evaluator_lib.EvalConfigError as e:
+    raise UserInputError(str(e)) from e
   expect(0 <= config.seed < 2**31, f'config.seed={config.seed}; expected an integer in [0, 2**31).')
   return spec
 
@@ -147,6 +154,67 @@ def _init_state(config, mesh) -> GANState:
     functools.partial(create_train_state, config), out_shardings=parallel.replicated(mesh)
   )
   return init(init_rng)
+
+
+def _build_evaluators(config, spec, source, mesh) -> dict:
+  """The evaluators of `config.evals`; missing FID weights become a one-line user error."""
+  try:
+    return evaluator_lib.build_evaluators(
+      config.evals,
+      spec=spec,
+      source=source,
+      mesh=mesh,
+      generate_fn=generate,
+      head=config.model.head,
+      latent_dim=config.model.latent_dim,
+    )
+  except (FileNotFoundError, evaluator_lib.EvalConfigError) as e:
+    raise UserInputError(str(e)) from e
+
+
+def _write_json(path: epath.Path, payload: dict) -> None:
+  """Writes JSON atomically (temp file, then rename): a reader never sees half a file."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f'.{path.name}.tmp'
+  tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, allow_nan=True) + '\n')
+  os.replace(tmp, path)
+
+
+def run_evaluators(evaluators: dict, state: GANState, workdir: str, writer=None) -> dict:
+  """Runs `evaluators` on `state`, logs `<prefix>/<metric>` scalars, writes the results JSON.
+
+  The JSON goes to `workdir/eval/step_<step>.json`: per evaluator, its metrics and the protocol
+  that produced them (resize convention, MS-SSIM variant, image counts, palette, ...).
+
+  Returns:
+    The JSON's content.
+  """
+  step = int(state.step)
+  results = {}
+  for name, evaluator in evaluators.items():
+    logging.info('Evaluating %r at step %d...', name, step)
+    results[name] = evaluator.run(state)
+    metrics = results[name]['metrics']
+    logging.info(
+      'eval %s step %d | %s',
+      name,
+      step,
+      ' | '.join(f'{k} {v:.4g}' for k, v in metrics.items() if '/' not in k),
+    )
+    if writer is not None:
+      prefix = evaluator.cfg['prefix']
+      writer.write_scalars(step, {f'{prefix}/{k}': v for k, v in metrics.items()})
+  payload = {
+    'step': step,
+    'workdir': workdir,
+    'time': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
+    'evaluators': results,
+  }
+  path = epath.Path(workdir) / 'eval' / f'step_{step:07d}.json'
+  if jax.process_index() == 0:
+    _write_json(path, payload)
+    logging.info('Wrote %s', path)
+  return payload
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANState:
@@ -224,6 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     out_shardings=(repl, repl),
     donate_argnums=(0,),
   )
+  evaluators = _build_evaluators(config, spec, source, mesh)
   sample_fn = jax.jit(generate, out_shardings=repl)
   sample_rng = jax.random.fold_in(jax.random.key(config.seed), _SAMPLE_STREAM)
   fixed_z = sample_latents(sample_rng, config.train.num_samples, config.model.latent_dim)
@@ -281,6 +350,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
       write_samples(done)
     if done % t.ckpt_every_steps == 0 or done == num_steps:
       ckpt.save(done, state, data_iter, force=True)
+    due = {
+      name: ev
+      for name, ev in evaluators.items()
+      if ev.cfg['every_steps'] and (done % ev.cfg['every_steps'] == 0 or done == num_steps)
+    }
+    if due:
+      run_evaluators(due, state, workdir, writer)
 
   if start_step >= num_steps:
     logging.info('Nothing to do: the checkpoint is at step %d >= num_steps.', start_step)
@@ -330,4 +406,38 @@ def sample(
   return {k: os.fspath(v) for k, v in paths.items()}
 
 
-__all__ = ['UserInputError', 'sample', 'train_and_evaluate', 'validate_config']
+def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None) -> dict:
+  """`--mode=eval`: runs every evaluator of `config.evals` on a checkpoint of `workdir`.
+
+  Args:
+    config: the experiment config (its `evals` entries choose the metrics).
+    workdir: the run's directory.
+    step: the checkpoint's step (default: the latest).
+
+  Returns:
+    The results, also written to `workdir/eval/step_<step>.json` and TensorBoard.
+  """
+  spec = validate_config(config)
+  if not config.evals:
+    raise UserInputError(
+      'config.evals is empty: nothing to evaluate (e.g. configs/shapes.py defines evals.maps).'
+    )
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  checkpointing.check_config_compatible(workdir, config)
+  if not checkpointing.has_checkpoint(workdir):
+    raise UserInputError(f'no checkpoint in {workdir}/checkpoints; train first (--mode=train).')
+  mesh = parallel.create_mesh()
+  ckpt = checkpointing.Checkpointer(workdir)
+  state = ckpt.restore(_init_state(config, mesh), step=step)
+  ckpt.close()
+  source = data_lib.load_source(config.data.name, config.data.data_dir)
+  evaluators = _build_evaluators(config, spec, source, mesh)
+  writer = create_metric_writer(workdir)
+  try:
+    return run_evaluators(evaluators, state, workdir, writer)
+  finally:
+    writer.flush()
+    writer.close()
+
+
+__all__ = ['UserInputError', 'evaluate', 'sample', 'train_and_evaluate', 'validate_config']
