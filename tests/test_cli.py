@@ -95,6 +95,47 @@ def test_sample_mode(cli, trained_workdir):
   assert ids.min() >= 0 and ids.max() < 4
 
 
+def test_eval_mode(cli, trained_workdir):
+  result = cli(f'--workdir={trained_workdir}', '--mode=eval', '--checkpoint_step=2')
+  assert result.returncode == 0, _details(result)
+  path = trained_workdir / 'eval' / 'step_0000002.json'
+  assert str(path) in result.stdout
+  results = json.loads(path.read_text())
+  metrics = results['evaluators']['maps']['metrics']
+  assert metrics['num_images'] == 16
+  assert np.isfinite(metrics['swd_avg']) and np.isfinite(metrics['ms_ssim'])
+  assert metrics['off_palette_fraction'] == 0.0
+  assert results['evaluators']['maps']['protocol']['ms_ssim'].startswith('variant progan')
+
+
+def test_eval_mode_errors_touch_nothing(cli, trained_workdir, tmp_path, file_listing):
+  before = file_listing(trained_workdir)
+  wrong = tmp_path / 'wrong_architecture.npz'
+  np.savez(wrong, **{'conv/kernel': np.zeros((3, 3, 3, 8), np.float32)})
+  runs = {
+    'no checkpoint at step 3': cli.popen(
+      f'--workdir={trained_workdir}', '--mode=eval', '--checkpoint_step=3'
+    ),
+    'exceeds the 2916 images': cli.popen(
+      f'--workdir={trained_workdir}', '--mode=eval', '--config.evals.maps.num_images=3000'
+    ),
+    # A weights file of the wrong architecture is named, with the first key that differs.
+    'wrong_architecture.npz': cli.popen(
+      f'--workdir={trained_workdir}',
+      '--mode=eval',
+      '--config.evals.maps.fid=True',
+      f'--config.evals.maps.fid_weights={wrong}',
+    ),
+  }
+  for expected, process in runs.items():
+    result = cli.communicate(process)
+    assert result.returncode != 0, _details(result)
+    assert 'Traceback' not in result.stderr, _details(result)
+    line = _error_line(result)
+    assert line.startswith('semgan_jax: error:') and expected in line, _details(result)
+  assert file_listing(trained_workdir) == before
+
+
 def test_incompatible_checkpoint(cli, trained_workdir, file_listing):
   before = file_listing(trained_workdir)
   result = cli(f'--workdir={trained_workdir}', '--config.model.kernel_size=5')

@@ -1,5 +1,6 @@
 """Multi-host code paths for real: two processes joined by jax.distributed over localhost."""
 
+import json
 import os
 import socket
 import subprocess
@@ -37,6 +38,7 @@ def test_two_processes_train_and_checkpoint(
     subprocess.Popen(
       common
       + [
+        '--config.evals.maps.every_steps=4',  # The evaluator's multi-process path, at step 4.
         '--distributed',
         f'--coordinator_address=127.0.0.1:{port}',
         '--num_processes=2',
@@ -66,6 +68,8 @@ def test_two_processes_train_and_checkpoint(
     assert (final / 'data' / f'process_{i}-of-2.json').read_text().strip()
   # Only process 0 writes samples and summaries.
   assert (workdir / 'samples' / 'step_0000004.png').exists()
+  during = json.loads((workdir / 'eval' / 'step_0000004.json').read_text())
+  (workdir / 'eval' / 'step_0000004.json').unlink()
 
   # A checkpoint written by two processes loads in one (a different topology).
   result = subprocess.run(
@@ -79,3 +83,14 @@ def test_two_processes_train_and_checkpoint(
   assert result.returncode == 0, result.stderr[-4000:]
   ids = np.load(workdir / 'samples' / 'sample_step4.npy')
   assert ids.shape == (4, 64, 64) and ids.min() >= 0 and ids.max() < 4
+
+  # The evaluation made by two processes equals one process's evaluation of the same checkpoint.
+  result = subprocess.run(
+    common + ['--mode=eval'], cwd=repo_root, env=env, capture_output=True, text=True, timeout=600
+  )
+  assert result.returncode == 0, result.stderr[-4000:]
+  alone = json.loads((workdir / 'eval' / 'step_0000004.json').read_text())
+  two, one = during['evaluators']['maps']['metrics'], alone['evaluators']['maps']['metrics']
+  assert two['num_images'] == one['num_images'] == 16
+  for key in ('swd_avg', 'ms_ssim', 'ms_ssim_real', 'class_freq_l1'):
+    np.testing.assert_allclose(two[key], one[key], rtol=1e-4, err_msg=key)

@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 
 from semgan_jax import parallel
 from semgan_jax.evaluation import ms_ssim as ms_ssim_lib
-from semgan_jax.evaluation import semantic, statistics
+from semgan_jax.evaluation import segmentation, semantic, statistics
 from semgan_jax.evaluation import swd as swd_lib
 
 EVALUATOR_TYPES = ('label_maps',)
@@ -231,9 +231,13 @@ class LabelMapEvaluator:
     from semgan_jax.evaluation import inception_features
     from semgan_jax.weights import fid_inception
 
-    path = fid_inception.ensure_weights(self.cfg['fid_weights'] or None)
+    try:
+      path = fid_inception.ensure_weights(self.cfg['fid_weights'] or None)
+      params = fid_inception.load_params(path)
+    except (OSError, ValueError) as e:
+      raise EvalConfigError(f'config.evals.{self.name}.fid_weights: {e}') from e
     self.protocol['fid_weights'] = str(path)
-    return inception_features.inception_features, fid_inception.load_params(path)
+    return inception_features.inception_features, params
 
   def _protocol(self) -> dict[str, Any]:
     """How the numbers were made: written next to them, since published numbers drift with it."""
@@ -348,19 +352,19 @@ class LabelMapEvaluator:
       levels = [_to_host(d)[valid] for d in out['descriptors']]
       stats.descriptors.add([level.reshape(-1, level.shape[-1]) for level in levels])
     if 'moments' in out:
-      moments = jax.device_get(out['moments'])
+      moments = {k: _to_host(v) for k, v in out['moments'].items()}
       if stats.gaussian is None:
         stats.gaussian = statistics.GaussianStats(moments['mean'].shape[0])
       stats.gaussian.add_moments(moments['count'], moments['mean'], moments['scatter'])
     if 'features' in out:
       stats.features.append(_to_host(out['features'])[valid])
     if 'class_counts' in out:
-      counts = np.asarray(jax.device_get(out['class_counts']), np.int64)
+      counts = _to_host(out['class_counts']).astype(np.int64)
       stats.class_counts = counts if stats.class_counts is None else stats.class_counts + counts
-      stats.off_palette += int(jax.device_get(out['off_palette']))
+      stats.off_palette += int(_to_host(out['off_palette']))
     if 'ms_ssim_sum' in out:
-      stats.ms_ssim_sum += float(jax.device_get(out['ms_ssim_sum']))
-      stats.ms_ssim_pairs += int(round(float(jax.device_get(out['ms_ssim_pairs']))))
+      stats.ms_ssim_sum += float(_to_host(out['ms_ssim_sum']))
+      stats.ms_ssim_pairs += int(round(float(_to_host(out['ms_ssim_pairs']))))
 
   def _real_batch(self, batch_index: int) -> tuple[jax.Array, np.ndarray]:
     """This batch's real label maps as a global array (each process loads its rows only)."""
@@ -371,6 +375,7 @@ class LabelMapEvaluator:
     local = batch_size // jax.process_count()
     mine = indices[jax.process_index() * local : (jax.process_index() + 1) * local]
     labels = np.stack([np.asarray(self.source[int(i)]['label'], np.int32) for i in mine])
+    segmentation.check_labels(labels, self.spec.num_classes, None, name=f'{self.spec.name} maps')
     return parallel.make_global_batch(labels, self.mesh), valid
 
   def _stream(self, what: str, run_batch: Callable[[int], tuple[dict, np.ndarray]]):
