@@ -1,11 +1,11 @@
-"""Discriminators: the DCGAN-style critic of SemGAN, returning its intermediate features."""
+"""Discriminators returning their features: SemGAN's DCGAN critic, SemanticGAN's PatchGANs."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from semgan_jax.models.generators import num_upsamplings
-from semgan_jax.models.layers import batch_norm, conv_init, leaky_relu
+from semgan_jax.models.layers import batch_norm, conv_init, instance_norm, leaky_relu
 
 
 class DCGANDiscriminator(nn.Module):
@@ -70,3 +70,124 @@ class DCGANDiscriminator(nn.Module):
       features.append(x)
     logits = nn.Dense(1, name='logit', **conv)(x.reshape(x.shape[0], -1))
     return logits[:, 0].astype(jnp.float32), features
+
+
+class PatchGANDiscriminator(nn.Module):
+  """pix2pixHD's PatchGAN (70×70 receptive field for `num_layers=3`): a map of real/fake logits.
+
+  `D64-D128-D256-D512` then a conv to one channel, for `base_features=64`: 4×4 convolutions with
+  zero padding 2 (pix2pixHD's ceil((4 - 1) / 2)), strides 2 for all D layers but the last, which
+  has stride 1, as has the final conv. LeakyReLU(0.2) after every D layer; InstanceNorm after all
+  but the first. Widths are `base_features * 2**i` capped at `8 * base_features` (pix2pixHD's cap
+  of 512 for its 64). Convolutions followed by a norm have no bias.
+
+  The padding of 2 makes a stride-2 layer map n to n // 2 + 1 and a stride-1 layer n to n + 1,
+  so a 64×64 input gives 33, 17, 9, 10 and a 11×11 logit map.
+
+  Attributes:
+    base_features: width of the first layer.
+    num_layers: number of stride-2 layers (pix2pixHD's `n_layers`); the net has num_layers + 2
+      convolutions.
+    norm_affine: whether the InstanceNorms learn a scale and bias (pix2pixHD: no).
+    dtype: computation dtype; logits are float32.
+    param_dtype: parameter dtype.
+  """
+
+  base_features: int = 64
+  num_layers: int = 3
+  norm_affine: bool = False
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> list[jax.Array]:
+    """Scores (B, H, W, C) inputs.
+
+    Returns:
+      `num_layers + 2` arrays: every D layer's activations (after the LeakyReLU), which feature
+      matching reads, then the (B, H', W', 1) float32 logit map.
+    """
+    conv = dict(kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = dict(affine=self.norm_affine, dtype=self.dtype, param_dtype=self.param_dtype)
+    features = []
+    x = x.astype(self.dtype)
+    for i in range(self.num_layers + 1):
+      x = nn.Conv(
+        min(self.base_features * 2**i, 8 * self.base_features),
+        (4, 4),
+        strides=(2, 2) if i < self.num_layers else (1, 1),
+        padding=((2, 2), (2, 2)),
+        use_bias=i == 0,
+        name=f'conv{i}',
+        **conv,
+      )(x)
+      if i > 0:
+        x = instance_norm(name=f'conv{i}_norm', **norm)(x)
+      x = leaky_relu(x)
+      features.append(x)
+    x = nn.Conv(1, (4, 4), padding=((2, 2), (2, 2)), name='logits', **conv)(x)
+    features.append(x.astype(jnp.float32))
+    return features
+
+
+def downsample_for_discriminator(x: jax.Array) -> jax.Array:
+  """pix2pixHD's pyramid step: 3×3 average pool, stride 2, padding 1 not counted; n → ceil(n/2)."""
+  return nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), count_include_pad=False)
+
+
+class MultiScaleDiscriminator(nn.Module):
+  """`num_d` independent PatchGANs on the input at ×1, ×1/2, ×1/4, ... (pix2pixHD).
+
+  The module concatenates the conditioning and the image itself, conditioning first as in
+  pix2pixHD, so callers cannot swap or forget them; the concatenation (label map included) is
+  then average-pooled for the coarser scales, as pix2pixHD does.
+
+  Attributes:
+    num_d: number of scales (3 in pix2pixHD and the paper).
+    base_features: `PatchGANDiscriminator.base_features` of every scale.
+    num_layers: `PatchGANDiscriminator.num_layers` of every scale.
+    norm_affine: whether the InstanceNorms learn a scale and bias (pix2pixHD: no).
+    dtype: computation dtype; logits are float32.
+    param_dtype: parameter dtype.
+  """
+
+  num_d: int = 3
+  base_features: int = 64
+  num_layers: int = 3
+  norm_affine: bool = False
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, labels: jax.Array, images: jax.Array) -> list[list[jax.Array]]:
+    """Scores images given their conditioning.
+
+    Args:
+      labels: (B, H, W, C_label) conditioning, i.e. the generator's input (one-hot labels ⊕
+        instance boundaries).
+      images: (B, H, W, 3) real or generated images in [-1, 1].
+
+    Returns:
+      One list per scale, finest (×1) first, each `PatchGANDiscriminator`'s list of features
+      ending with its logit map.
+    """
+    if labels.shape[:3] != images.shape[:3]:
+      raise ValueError(
+        f'labels {labels.shape} and images {images.shape} differ in batch or spatial size.'
+      )
+    x = jnp.concatenate([labels.astype(self.dtype), images.astype(self.dtype)], axis=-1)
+    outputs = []
+    for i in range(self.num_d):
+      if i > 0:
+        x = downsample_for_discriminator(x)
+      outputs.append(
+        PatchGANDiscriminator(
+          base_features=self.base_features,
+          num_layers=self.num_layers,
+          norm_affine=self.norm_affine,
+          dtype=self.dtype,
+          param_dtype=self.param_dtype,
+          name=f'scale{i}',
+        )(x)
+      )
+    return outputs

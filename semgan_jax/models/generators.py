@@ -1,4 +1,4 @@
-"""Generators: SemGAN's latent-vector → label-map network and its RGB twin (paper 2)."""
+"""Generators: SemGAN's latent → label map (paper 2) and SemanticGAN's label → photo (paper 1)."""
 
 import math
 
@@ -6,7 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from semgan_jax.models.layers import batch_norm, conv_init
+from semgan_jax.models.blocks import BLOCKS
+from semgan_jax.models.layers import batch_norm, conv_init, instance_norm, reflect_pad
 
 HEADS = ('semantic', 'rgb')
 
@@ -100,3 +101,97 @@ class LatentToLabelGenerator(nn.Module):
     if self.head == 'semantic':
       return jax.nn.softmax(x, axis=-1)
     return jnp.tanh(x)
+
+
+class LabelToPhotoGenerator(nn.Module):
+  """SemanticGAN's generator (pix2pixHD's global generator with a choice of residual block).
+
+  In Johnson et al.'s naming, with b = `base_features` and n = `num_downsamplings` (the paper:
+  b=64, n=4): `c7s1-b, d2b, ..., d(2^n)b, C(2^n)b × num_blocks, u(2^(n-1))b, ..., ub, c7s1-3`.
+    * c7s1-k: reflect-pad 3, 7×7 conv, InstanceNorm, ReLU.
+    * dk: 3×3 conv with stride 2 and zero padding 1, InstanceNorm, ReLU.
+    * Ck: a shape-preserving block from `BLOCKS` (`block`).
+    * uk: 3×3 transposed conv with stride 2, InstanceNorm, ReLU; its padding (1, 2) makes it
+      PyTorch's `ConvTranspose2d(padding=1, output_padding=1)` with a spatially flipped kernel,
+      so the size exactly doubles.
+    * c7s1-3: reflect-pad 3, 7×7 conv to RGB, no norm, tanh.
+  Convolutions followed by an InstanceNorm have no bias (the norm removes it); kernels are drawn
+  from N(0, 0.02).
+
+  The input is the label map one-hot encoded and concatenated, on the channel axis, with the
+  instance-boundary map (`semgan_jax.models.inputs.label_to_generator_input` builds it); the
+  module accepts any channel count.
+
+  Attributes:
+    base_features: width of c7s1; the i-th downsampling has `base_features * 2**i` channels.
+    num_downsamplings: number of d (and u) layers; H and W must be divisible by 2 to this power.
+    num_blocks: number of residual blocks at the lowest resolution (9 in pix2pixHD).
+    block: 'resnet' (pix2pixHD), 'res2net' (Res2Block) or 'crb' (Correlated Residual Block).
+    scale: number of groups of the 'res2net' and 'crb' blocks; unused by 'resnet'.
+    norm_affine: whether the InstanceNorms learn a scale and bias (pix2pixHD: no).
+    dtype: computation dtype; the tanh output is float32.
+    param_dtype: parameter dtype.
+  """
+
+  base_features: int = 64
+  num_downsamplings: int = 4
+  num_blocks: int = 9
+  block: str = 'crb'
+  scale: int = 4
+  norm_affine: bool = False
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Maps (B, H, W, C_in) labels ⊕ boundaries to a (B, H, W, 3) image in [-1, 1]."""
+    if self.block not in BLOCKS:
+      raise ValueError(f'block={self.block!r}; expected one of {sorted(BLOCKS)}.')
+    if x.ndim != 4:
+      raise ValueError(f'generator input must be (B, H, W, C), got shape {x.shape}.')
+    factor = 2**self.num_downsamplings
+    if x.shape[1] % factor or x.shape[2] % factor:
+      raise ValueError(
+        f'generator input is {x.shape[1]}x{x.shape[2]}; height and width must be divisible by '
+        f'2**num_downsamplings = {factor}.'
+      )
+    conv = dict(kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = dict(affine=self.norm_affine, dtype=self.dtype, param_dtype=self.param_dtype)
+    block_fields = dict(
+      norm_affine=self.norm_affine, dtype=self.dtype, param_dtype=self.param_dtype
+    )
+    if self.block != 'resnet':
+      block_fields['scale'] = self.scale
+    block_cls = BLOCKS[self.block]
+
+    x = x.astype(self.dtype)
+    x = nn.Conv(self.base_features, (7, 7), padding='VALID', use_bias=False, name='stem', **conv)(
+      reflect_pad(x, 3)
+    )
+    x = nn.relu(instance_norm(name='stem_norm', **norm)(x))
+    for i in range(1, self.num_downsamplings + 1):
+      x = nn.Conv(
+        self.base_features * 2**i,
+        (3, 3),
+        strides=(2, 2),
+        padding=((1, 1), (1, 1)),
+        use_bias=False,
+        name=f'down{i}',
+        **conv,
+      )(x)
+      x = nn.relu(instance_norm(name=f'down{i}_norm', **norm)(x))
+    for i in range(self.num_blocks):
+      x = block_cls(name=f'block{i}', **block_fields)(x)
+    for i in reversed(range(self.num_downsamplings)):
+      x = nn.ConvTranspose(
+        self.base_features * 2**i,
+        (3, 3),
+        strides=(2, 2),
+        padding=((1, 2), (1, 2)),
+        use_bias=False,
+        name=f'up{i}',
+        **conv,
+      )(x)
+      x = nn.relu(instance_norm(name=f'up{i}_norm', **norm)(x))
+    x = nn.Conv(3, (7, 7), padding='VALID', name='head', **conv)(reflect_pad(x, 3))
+    return jnp.tanh(x.astype(jnp.float32))
