@@ -18,7 +18,7 @@ import pytest
 from flax import traverse_util
 from numpy.lib.stride_tricks import sliding_window_view
 
-from semgan_jax.evaluation import inception_features
+from semgan_jax.evaluation import inception_features, statistics
 from semgan_jax.models import inception
 from semgan_jax.weights import fid_inception, torch_archive
 
@@ -540,3 +540,22 @@ def test_published_weights(tmp_path, random_flat_params):
   features = np.asarray(inception_features.make_feature_fn(params)(_gradient_image()))
   assert features.shape == (1, 2048) and np.isfinite(features).all()
   assert features.min() >= 0 and features.std() > 0.01  # post-ReLU average pool, not constant
+  # The acceptance check on the converted published weights: Flax pool features of a fixed image
+  # match the independent NumPy forward of the same weights (at a small input, for test time).
+  flat = dict(np.load(out, allow_pickle=False))
+  x = (_gradient_image(SMALL_INPUT[1])[:, : SMALL_INPUT[0]].astype(np.float32) / 127.5) - 1.0
+  got = np.asarray(jax.jit(inception.FIDInceptionV3().apply)({'params': params}, x))
+  np.testing.assert_allclose(got, _reference_features(_unflatten(flat), x), rtol=1e-4, atol=1e-4)
+  # FID of a set against itself is 0, against another set it is not.
+  rng = np.random.default_rng(3)
+  images = rng.integers(0, 256, (6, 75, 75, 3), dtype=np.uint8)
+  feats = np.asarray(inception_features.make_feature_fn(params)(images), np.float64)
+  same = statistics.GaussianStats(2048)
+  same.add(feats)
+  mu, sigma = same.mean, same.covariance
+  # 6 samples in 2048-d: ~2000 zero eigenvalues, whose round-off square roots leave ~1e-5.
+  assert abs(statistics.frechet_distance(mu, sigma, mu, sigma)) < 1e-3
+  shifted = np.asarray(inception_features.make_feature_fn(params)(255 - images), np.float64)
+  other = statistics.GaussianStats(2048)
+  other.add(shifted)
+  assert statistics.frechet_distance(mu, sigma, other.mean, other.covariance) > 1.0

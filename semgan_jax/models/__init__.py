@@ -1,6 +1,19 @@
-"""Pure Flax modules: generators, discriminators and the layers they share."""
+"""Pure Flax modules: generators, discriminators, residual blocks and the layers they share."""
 
-from semgan_jax.models.discriminators import DCGANDiscriminator
-from semgan_jax.models.generators import HEADS, LatentToLabelGenerator
+from semgan_jax.models.blocks import BLOCKS
+from semgan_jax.models.discriminators import (
+  DCGANDiscriminator,
+  MultiScaleDiscriminator,
+  PatchGANDiscriminator,
+)
+from semgan_jax.models.generators import HEADS, LabelToPhotoGenerator, LatentToLabelGenerator
 
-__all__ = ['DCGANDiscriminator', 'HEADS', 'LatentToLabelGenerator']
+__all__ = [
+  'BLOCKS',
+  'DCGANDiscriminator',
+  'HEADS',
+  'LabelToPhotoGenerator',
+  'LatentToLabelGenerator',
+  'MultiScaleDiscriminator',
+  'PatchGANDiscriminator',
+]

@@ -1,0 +1,402 @@
+"""The ImageNet VGG19 weights of the perceptual loss: convert torchvision's file, load and validate.
+
+The published weights are torchvision's `vgg19-dcbb9e9d.pth`, a state dict of `features.<i>`
+convolutions (i = 0, 2, 5, ..., 34; `weight` (out, in, 3, 3) and `bias`) and `classifier.*`
+linear layers. semgan_jax never downloads it: the user fetches it from `PUBLISHED_URL` and runs the
+converter, which reads it without torch and without open unpickling. The file dates from 2017 and
+is in torch's legacy (pre-1.6) serialisation, not the zip format that `torch_archive` reads, so
+this module also reads that format with the same whitelist (`load_checkpoint_tensors`); a zip
+re-save of the same state dict converts too.
+
+The converted `.npz` holds the 13 convolutions `VGG19Features` uses (conv1_1 .. conv5_1, the
+perceptual loss stops at relu5_1) as float32 `<conv>/kernel` (3, 3, in, out) and `<conv>/bias`.
+The source must still hold all 16 convolutions of VGG19 with the right shapes, so a VGG16 or a
+batch-norm VGG is refused; conv5_2..conv5_4 and the classifier are dropped. The `.npz` is loaded
+with `allow_pickle=False`.
+
+  curl -LO https://download.pytorch.org/models/vgg19-dcbb9e9d.pth
+  python -m semgan_jax.weights.vgg19 --src vgg19-dcbb9e9d.pth [--out NPZ]
+"""
+
+import argparse
+import collections
+import functools
+import hashlib
+import os
+import pathlib
+import pickle
+import secrets
+import sys
+import warnings
+import zipfile
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from semgan_jax.models.vgg import TORCHVISION_INDICES, USED_CONVS, VGG19_CONVS, VGG19Features
+from semgan_jax.weights import torch_archive
+
+PUBLISHED_URL = 'https://download.pytorch.org/models/vgg19-dcbb9e9d.pth'
+PUBLISHED_FILE = 'vgg19-dcbb9e9d.pth'
+# torchvision names each weights file after the first 8 hex digits of its SHA-256 (torch.hub checks
+# them on download); a file whose digest differs is not the published one.
+PUBLISHED_SHA256_PREFIX = 'dcbb9e9d'
+# Source keys outside `features.` with this prefix (the fully connected layers) are not needed.
+_IGNORED_PREFIX = 'classifier.'
+
+HOW_TO_GET_WEIGHTS = (
+  'Download the published torchvision ImageNet VGG19 weights yourself (semgan_jax never downloads '
+  'anything) and convert them; the converter reads the file without torch:\n'
+  f'  curl -LO {PUBLISHED_URL}\n'
+  f'  python -m semgan_jax.weights.vgg19 --src {PUBLISHED_FILE}'
+)
+
+
+def _how_to_get_weights(path: pathlib.Path) -> str:
+  """`HOW_TO_GET_WEIGHTS`, with `--out` when `path` is not the default location."""
+  return HOW_TO_GET_WEIGHTS + (f' --out {path}' if path != default_weights_path() else '')
+
+
+def default_weights_path() -> pathlib.Path:
+  """`$XDG_CACHE_HOME/semgan_jax/weights/vgg19.npz` (XDG_CACHE_HOME: ~/.cache)."""
+  cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return pathlib.Path(cache) / 'semgan_jax' / 'weights' / 'vgg19.npz'
+
+
+@functools.cache
+def expected_shapes() -> dict[str, tuple[int, ...]]:
+  """Every parameter of `VGG19Features` under its `/`-joined path, with its shape."""
+  image = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+  # eval_shape traces the initialisation without computing it.
+  variables = jax.eval_shape(VGG19Features().init, jax.random.key(0), image)
+  flat = traverse_util.flatten_dict(variables['params'], sep='/')
+  return {key: tuple(value.shape) for key, value in sorted(flat.items())}
+
+
+def expected_source_shapes() -> dict[str, tuple[int, ...]]:
+  """The `features.*` tensors of torchvision's VGG19 state dict (all 16 convolutions), shapes."""
+  shapes = {}
+  in_channels = 3
+  for name, channels in VGG19_CONVS:
+    prefix = f'features.{TORCHVISION_INDICES[name]}'
+    shapes[f'{prefix}.weight'] = (channels, in_channels, 3, 3)
+    shapes[f'{prefix}.bias'] = (channels,)
+    in_channels = channels
+  return shapes
+
+
+def check_architecture(shapes: dict[str, tuple[int, ...]], source: str) -> None:
+  """Raises a ValueError naming the first key that is missing, extra or of the wrong shape.
+
+  Args:
+    shapes: our `/`-joined keys → shapes, as read from a weights file.
+    source: the file, for the message.
+  """
+  _check_shapes(shapes, expected_shapes(), source, 'VGG19Features (conv1_1 .. conv5_1)')
+
+
+def _check_shapes(shapes, expected, source: str, what: str) -> None:
+  problems = []
+  for key, shape in expected.items():
+    if key not in shapes:
+      problems.append(f'{key} is missing (expected shape {shape})')
+    elif tuple(shapes[key]) != shape:
+      problems.append(f'{key} has shape {tuple(shapes[key])}, expected {shape}')
+  problems += [f'{key} is not a parameter of {what}' for key in shapes if key not in expected]
+  if problems:
+    more = f' (and {len(problems) - 1} more differences)' if len(problems) > 1 else ''
+    raise ValueError(
+      f'{source} is a weights file of the wrong architecture for {what}: '
+      f'{problems[0]}{more}. {HOW_TO_GET_WEIGHTS}'
+    )
+
+
+# --- torch's legacy (pre-1.6) serialisation, read with the same whitelist as torch_archive. ------
+# A legacy file is a sequence of pickles: the magic number, the protocol version, a sys_info dict,
+# the object tree (storages as persistent ids), the list of storage keys; then, per key in that
+# order, an int64 element count and the storage's raw bytes. Tensors in the tree refer to storages
+# whose bytes come only after it, so they are rebuilt once the bytes have been read.
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+
+class _PendingTensor:
+  """A tensor of the object tree whose storage bytes are read after the tree."""
+
+  def __init__(self, storage, storage_offset, size, stride, *unused_flags):
+    self.args = (storage, storage_offset, size, stride)
+
+
+class _LegacyUnpickler(pickle.Unpickler):
+  """Resolves only tensor rebuilds, storage types and OrderedDict; other globals are refused."""
+
+  _FUNCTIONS = {
+    # torch < 0.4 pickled tensors with `_rebuild_tensor`, later versions with `_rebuild_tensor_v2`.
+    ('torch._utils', '_rebuild_tensor'): _PendingTensor,
+    ('torch._utils', '_rebuild_tensor_v2'): _PendingTensor,
+    ('torch._utils', '_rebuild_parameter'): torch_archive._rebuild_parameter,
+    ('collections', 'OrderedDict'): collections.OrderedDict,
+  }
+
+  def __init__(self, file, where: str, storages: dict[str, np.ndarray], file_size: int):
+    # torch.load's encoding, for str records of files pickled by Python 2.
+    super().__init__(file, encoding='utf-8')
+    self._where = where
+    self._storages = storages
+    self._file_size = file_size
+
+  def find_class(self, module, name):
+    if (module, name) in self._FUNCTIONS:
+      return self._FUNCTIONS[module, name]
+    # Files saved from a GPU name `torch.cuda.<Type>Storage`; the bytes are the same.
+    if module in ('torch', 'torch.cuda') and name in torch_archive._STORAGE_DTYPES:
+      return torch_archive._Storage(name, torch_archive._STORAGE_DTYPES[name])
+    raise torch_archive.UnsafeArchiveError(
+      f'{self._where}: refused to load the global {module}.{name}; only tensor rebuilds, storage '
+      'types and OrderedDict are allowed in a weights file.'
+    )
+
+  def persistent_load(self, pid):
+    if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == 'storage'):
+      raise torch_archive.TorchArchiveError(f'{self._where}: unsupported persistent id {pid!r}.')
+    _, storage_type, key, _, numel, view = pid
+    if not isinstance(storage_type, torch_archive._Storage):
+      raise torch_archive.TorchArchiveError(
+        f'{self._where}: storage of unknown type {storage_type!r}.'
+      )
+    if key not in self._storages:
+      # A storage's bytes are in the file, so a larger one is corrupt or hostile (and would
+      # otherwise be allocated before anything could notice).
+      if not 0 <= int(numel) * storage_type.dtype.itemsize <= self._file_size:
+        raise torch_archive.TorchArchiveError(
+          f'{self._where}: storage {key} of {numel} elements is larger than the file.'
+        )
+      # Filled in place once the tree is read; views below share its memory.
+      self._storages[key] = np.zeros(int(numel), storage_type.dtype)
+    storage = self._storages[key]
+    if view is not None:
+      _, offset, view_size = view
+      if not 0 <= int(offset) <= int(offset) + int(view_size) <= storage.size:
+        raise torch_archive.TorchArchiveError(f'{self._where}: storage view {view!r} out of range.')
+      storage = storage[int(offset) : int(offset) + int(view_size)]
+    return storage
+
+
+def _resolve(node: Any) -> Any:
+  """The object tree with every `_PendingTensor` rebuilt (with torch_archive's bounds checks)."""
+  if isinstance(node, _PendingTensor):
+    return torch_archive._rebuild_tensor(*node.args)
+  if isinstance(node, dict):
+    return {key: _resolve(value) for key, value in node.items()}
+  if isinstance(node, list | tuple):
+    return [_resolve(value) for value in node]
+  return node
+
+
+def _read_legacy(path: pathlib.Path) -> Any:
+  """The object tree of a legacy-format file, tensors as NumPy arrays."""
+  where = str(path)
+  storages = {}
+  file_size = path.stat().st_size
+  with open(path, 'rb') as f:
+
+    def load():
+      # Each call consumes exactly one pickle, leaving the file at the next record.
+      try:
+        return _LegacyUnpickler(f, where, storages, file_size).load()
+      except torch_archive.TorchArchiveError:
+        raise
+      except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise torch_archive.TorchArchiveError(f'{where} is not a valid pickle stream: {e}') from e
+
+    if load() != _LEGACY_MAGIC:
+      raise torch_archive.TorchArchiveError(
+        f'{where} is neither a zip nor a legacy torch.save file (wrong magic number).'
+      )
+    if (protocol := load()) != _LEGACY_PROTOCOL:
+      raise torch_archive.TorchArchiveError(f'{where}: unknown legacy protocol {protocol!r}.')
+    sys_info = load()
+    if not isinstance(sys_info, dict) or not sys_info.get('little_endian', False):
+      raise torch_archive.TorchArchiveError(f'{where}: only little-endian files are supported.')
+    tree = load()
+    keys = load()
+    if (
+      not isinstance(keys, list)
+      or not all(isinstance(key, str) for key in keys)
+      or sorted(keys) != sorted(storages)
+    ):
+      raise torch_archive.TorchArchiveError(
+        f'{where}: the storage list does not match the storages the tensors use.'
+      )
+    for key in keys:
+      storage = storages[key]
+      header = f.read(8)
+      numel = int.from_bytes(header, 'little', signed=True) if len(header) == 8 else -1
+      if numel != storage.size:
+        raise torch_archive.TorchArchiveError(
+          f'{where}: storage {key} records {numel} elements, its tensors need {storage.size}.'
+        )
+      if f.readinto(storage.view(np.uint8)) != storage.nbytes:
+        raise torch_archive.TorchArchiveError(f'{where}: storage {key} is truncated.')
+  return _resolve(tree)
+
+
+def load_checkpoint_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """The tensors of a PyTorch checkpoint in the zip or the legacy format, read without torch.
+
+  Args:
+    path: a `.pth` written by `torch.save`, in the zip format (torch >= 1.6) or the legacy one
+      before it (the tar format of torch's first releases is not supported).
+
+  Returns:
+    A flat dict from dotted names (a state dict's keys) to NumPy arrays in torch's layouts.
+
+  Raises:
+    FileNotFoundError: `path` does not exist.
+    torch_archive.TorchArchiveError: not a checkpoint this reader understands.
+    torch_archive.UnsafeArchiveError: a pickle names a global outside the whitelist.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f'no PyTorch checkpoint at {path}.')
+  if zipfile.is_zipfile(path):
+    return torch_archive.load_tensors(path)
+  return torch_archive.flatten_tensors(_read_legacy(path))
+
+
+def _sha256(path: pathlib.Path) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def convert(src_pth: str | os.PathLike, out_npz: str | os.PathLike) -> pathlib.Path:
+  """Converts torchvision's VGG19 state dict to our `.npz`, atomically.
+
+  Args:
+    src_pth: `vgg19-dcbb9e9d.pth` (read without torch; `classifier.*` tensors are ignored).
+    out_npz: where to write; parent folders are created. The file appears complete or not at all
+      (written to a temporary file in the same folder, then renamed).
+
+  Returns:
+    `out_npz` as a Path.
+
+  Raises:
+    FileNotFoundError: `src_pth` does not exist.
+    torch_archive.TorchArchiveError: `src_pth` is not a readable PyTorch checkpoint.
+    ValueError: the checkpoint is not torchvision's VGG19 (names the first wrong key).
+  """
+  src_pth, out_npz = pathlib.Path(src_pth), pathlib.Path(out_npz)
+  tensors = load_checkpoint_tensors(src_pth)
+  if not _sha256(src_pth).startswith(PUBLISHED_SHA256_PREFIX):
+    warnings.warn(
+      f'{src_pth} is not the published {PUBLISHED_FILE} (SHA-256 differs); perceptual losses '
+      'computed with it differ from pix2pixHD-style training with torchvision weights.',
+      stacklevel=2,
+    )
+  features = {k: v.shape for k, v in tensors.items() if not k.startswith(_IGNORED_PREFIX)}
+  _check_shapes(features, expected_source_shapes(), str(src_pth), "torchvision's VGG19")
+  arrays = {}
+  for name, _ in USED_CONVS:
+    prefix = f'features.{TORCHVISION_INDICES[name]}'
+    # torch's OIHW kernels to Flax's HWIO.
+    kernel = np.asarray(tensors[f'{prefix}.weight'], np.float32)
+    arrays[f'{name}/kernel'] = kernel.transpose(2, 3, 1, 0)
+    arrays[f'{name}/bias'] = np.asarray(tensors[f'{prefix}.bias'], np.float32)
+  check_architecture({k: v.shape for k, v in arrays.items()}, str(src_pth))
+
+  out_npz.parent.mkdir(parents=True, exist_ok=True)
+  # A unique name beside the target (so the rename is atomic), opened exclusively; unlike mkstemp's
+  # 0600 file, open() honours the umask, so the result is as readable as any other cache file.
+  tmp = out_npz.with_name(f'.{out_npz.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
+  try:
+    with open(tmp, 'xb') as f:
+      np.savez(f, **arrays)
+    os.replace(tmp, out_npz)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+  return out_npz
+
+
+def load_params(npz_path: str | os.PathLike) -> dict:
+  """Loads and validates converted weights.
+
+  Args:
+    npz_path: a `.npz` written by `convert`.
+
+  Returns:
+    The `params` pytree of `VGG19Features` (nested dicts of float32 NumPy arrays), to apply as
+    `VGG19Features().apply({'params': params}, images)`.
+
+  Raises:
+    FileNotFoundError: no file at `npz_path` (the message says how to make one).
+    ValueError: not an `.npz`, or an `.npz` of another architecture (names the first wrong key).
+  """
+  npz_path = pathlib.Path(npz_path)
+  if not npz_path.is_file():
+    raise FileNotFoundError(f'no VGG19 weights at {npz_path}. {_how_to_get_weights(npz_path)}')
+  try:
+    with np.load(npz_path, allow_pickle=False) as npz:
+      flat = {key: npz[key] for key in npz.files}
+  except (ValueError, OSError, zipfile.BadZipFile) as e:
+    raise ValueError(f'{npz_path} is not a readable .npz of arrays: {e}') from e
+  check_architecture({k: v.shape for k, v in flat.items()}, str(npz_path))
+  for key, value in flat.items():
+    if not np.issubdtype(value.dtype, np.floating):
+      raise ValueError(f'{npz_path}: {key} has dtype {value.dtype}; expected floating point.')
+  flat = {
+    tuple(key.split('/')): value.astype(np.float32, copy=False) for key, value in flat.items()
+  }
+  return traverse_util.unflatten_dict(flat)
+
+
+def ensure_weights(path: str | os.PathLike | None = None) -> pathlib.Path:
+  """The converted weights file; never downloads or converts anything.
+
+  Args:
+    path: where the `.npz` is or should be; `default_weights_path()` if None.
+
+  Returns:
+    The path of an existing `.npz` (not validated here; `load_params` does that).
+
+  Raises:
+    FileNotFoundError: no `.npz` at `path`; the message gives the URL to download from and the
+      conversion command.
+  """
+  path = pathlib.Path(path) if path is not None else default_weights_path()
+  if path.is_file():
+    return path
+  raise FileNotFoundError(f'no VGG19 weights at {path}. {_how_to_get_weights(path)}')
+
+
+def main(argv: list[str] | None = None) -> int:
+  """`python -m semgan_jax.weights.vgg19`: converts torchvision's VGG19 weights."""
+  parser = argparse.ArgumentParser(
+    prog='python -m semgan_jax.weights.vgg19',
+    description=f'Converts the published torchvision VGG19 weights ({PUBLISHED_FILE}, download it '
+    f'from {PUBLISHED_URL}) to the .npz that semgan_jax loads; reads the file without torch.',
+  )
+  parser.add_argument(
+    '--src', type=pathlib.Path, required=True, help=f'the downloaded {PUBLISHED_FILE}'
+  )
+  parser.add_argument(
+    '--out', type=pathlib.Path, default=default_weights_path(), help='the .npz to write'
+  )
+  args = parser.parse_args(argv)
+  try:
+    out = convert(args.src, args.out)
+  except (FileNotFoundError, ValueError) as e:  # TorchArchiveError is a ValueError
+    parser.exit(1, f'error: {e}\n')
+  print(f'wrote {len(expected_shapes())} tensors from {args.src} to {out}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
