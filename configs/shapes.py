@@ -87,7 +87,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     config.train.log_every_steps = 100
     config.train.ckpt_every_steps = 500
     config.train.sample_every_steps = 500
-    config.evals.maps.every_steps = 1_000
+    # At the end only, on 1,024 images: ~1 min on 2 cores (the paper's 2,916 take ~3).
+    config.evals.maps.every_steps = 2_000
+    config.evals.maps.num_images = 1024
   elif variant == 'tiny':
     config.data.batch_size = 8
     config.model.latent_dim = 8

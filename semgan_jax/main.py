@@ -74,7 +74,12 @@ def main(argv):
     jax.device_count(),
   )
   try:
-    if FLAGS.mode == 'train':
+    task = FLAGS.config.get('task', 'semgan')
+    if task == 'semanticgan':
+      _run_semanticgan()
+    elif task != 'semgan':
+      raise loop.UserInputError(f"config.task={task!r}; expected 'semgan' or 'semanticgan'.")
+    elif FLAGS.mode == 'train':
       loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     elif FLAGS.mode == 'sample':
       paths = loop.sample(
@@ -88,6 +93,23 @@ def main(argv):
   except (loop.UserInputError, checkpointing.CheckpointError) as e:
     logging.debug('Input error', exc_info=True)
     sys.exit(f'semgan_jax: error: {e}')
+
+
+def _run_semanticgan():
+  """Dispatches --mode for the label → photo model (configs/streets.py, configs/cityscapes.py)."""
+  from semgan_jax.train import semanticgan_loop
+
+  if FLAGS.mode == 'train':
+    semanticgan_loop.train_semanticgan(FLAGS.config, FLAGS.workdir)
+  elif FLAGS.mode == 'sample':
+    paths = semanticgan_loop.sample_semanticgan(
+      FLAGS.config, FLAGS.workdir, num_samples=FLAGS.num_samples
+    )
+    print(f'Wrote {paths["png"]}')
+  else:
+    raise loop.UserInputError(
+      f'--mode={FLAGS.mode} is not available for SemanticGAN configs yet (train, sample).'
+    )
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -1,5 +1,6 @@
-"""Data sets and input pipelines for semantic label maps."""
+"""Data sets and input pipelines: label maps, and paired label maps and photos."""
 
+from semgan_jax.data.cityscapes import Cityscapes, CityscapesFilesError
 from semgan_jax.data.colored_shapes import (
   CIRCLE_RADIUS,
   CLASS_NAMES,
@@ -12,6 +13,7 @@ from semgan_jax.data.colored_shapes import (
   ColoredShapes,
   render_colored_shapes,
 )
+from semgan_jax.data.paired import create_paired_iterator
 from semgan_jax.data.pipeline import (
   DATASETS,
   DatasetSpec,
@@ -20,6 +22,7 @@ from semgan_jax.data.pipeline import (
   get_dataset_spec,
   load_source,
 )
+from semgan_jax.data.streets import Streets, render_street
 
 __all__ = [
   'CIRCLE_RADIUS',
@@ -31,11 +34,16 @@ __all__ = [
   'NUM_EXAMPLES',
   'PALETTE',
   'SQUARE_SIZE',
+  'Cityscapes',
+  'CityscapesFilesError',
   'ColoredShapes',
   'DatasetSpec',
+  'Streets',
   'colorize',
   'create_input_iterator',
+  'create_paired_iterator',
   'get_dataset_spec',
   'load_source',
   'render_colored_shapes',
+  'render_street',
 ]

@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from jax.experimental import multihost_utils
 
-from semgan_jax.data import colored_shapes
+from semgan_jax.data import cityscapes, colored_shapes, streets
 
 # Elements of the iterator are whole batches, so a short queue already keeps the device busy;
 # grain's default (500 elements) would hold hundreds of one-hot batches in host memory.
@@ -34,10 +34,19 @@ class DatasetSpec:
   Attributes:
     name: tfds name of the data set.
     num_classes: Number of semantic classes K; label ids are 0 to K - 1.
-    image_size: Height and width of the square label maps.
+    image_size: Height and width of the square label maps; the height for non-square sets.
     class_names: Name of each class, indexed by id.
     palette: np.uint8 array (K, 3), the RGB color of each class.
     num_examples: Number of examples in the `train` split.
+    paired: Whether examples pair a photo (`image`) and an instance map (`instance`) with the
+      label map (label-to-photo sets), rather than holding a label map alone.
+    height: Height of the maps, in pixels (image_size unless given).
+    width: Width of the maps, in pixels (image_size unless given).
+    config_name: The tfds builder config (the resolution) the sizes describe; None for data sets
+      without configs.
+    config_names: Every builder config of the data set (`get_dataset_spec(name, config_name)`
+      gives the spec of another one).
+    manual_download: Whether the files must be downloaded by hand into a manual directory.
   """
 
   name: str
@@ -46,6 +55,19 @@ class DatasetSpec:
   class_names: tuple[str, ...]
   palette: np.ndarray
   num_examples: int
+  paired: bool = False
+  height: int = 0
+  width: int = 0
+  config_name: str | None = None
+  config_names: tuple[str, ...] = ()
+  manual_download: bool = False
+
+  def __post_init__(self):
+    # Square data sets give image_size only; frozen, so set through object.__setattr__.
+    if not self.height:
+      object.__setattr__(self, 'height', self.image_size)
+    if not self.width:
+      object.__setattr__(self, 'width', self.image_size)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -57,33 +79,93 @@ DATASETS: dict[str, DatasetSpec] = {
     palette=colored_shapes.PALETTE,
     num_examples=colored_shapes.NUM_EXAMPLES,
   ),
+  # Label-to-photo sets; both use the 35 Cityscapes label ids, so models and the ERFNet
+  # conversion serve both. The sizes are those of the default (first) builder config.
+  'streets': DatasetSpec(
+    name='streets',
+    num_classes=cityscapes.NUM_CLASSES,
+    image_size=streets.DEFAULT_HEIGHT,
+    class_names=cityscapes.CLASS_NAMES,
+    palette=cityscapes.PALETTE,
+    num_examples=streets.SPLITS['train'],
+    paired=True,
+    height=streets.DEFAULT_HEIGHT,
+    width=streets.DEFAULT_WIDTH,
+    config_name=streets.Streets.BUILDER_CONFIGS[0].name,
+    config_names=tuple(c.name for c in streets.Streets.BUILDER_CONFIGS),
+  ),
+  'cityscapes': DatasetSpec(
+    name='cityscapes',
+    num_classes=cityscapes.NUM_CLASSES,
+    image_size=cityscapes.Cityscapes.BUILDER_CONFIGS[0].height,
+    class_names=cityscapes.CLASS_NAMES,
+    palette=cityscapes.PALETTE,
+    num_examples=cityscapes.NUM_EXAMPLES['train'],
+    paired=True,
+    height=cityscapes.Cityscapes.BUILDER_CONFIGS[0].height,
+    width=cityscapes.Cityscapes.BUILDER_CONFIGS[0].width,
+    config_name=cityscapes.Cityscapes.BUILDER_CONFIGS[0].name,
+    config_names=tuple(c.name for c in cityscapes.Cityscapes.BUILDER_CONFIGS),
+    manual_download=True,
+  ),
+}
+
+# Train-split sizes of the configs whose size differs from the default config's.
+_NUM_TRAIN_EXAMPLES = {
+  ('streets', c.name): c.splits['train'] for c in streets.Streets.BUILDER_CONFIGS
 }
 
 _BUILDERS = {
   'colored_shapes': colored_shapes.ColoredShapes,
+  'streets': streets.Streets,
+  'cityscapes': cityscapes.Cityscapes,
 }
 
 
-def get_dataset_spec(name: str) -> DatasetSpec:
+def get_dataset_spec(name: str, config_name: str | None = None) -> DatasetSpec:
   """Returns the spec of a registered data set.
 
   Args:
     name: Name of the data set, a key of `DATASETS`.
+    config_name: A builder config of the data set ('<height>x<width>' for the paired sets), or
+      None for its default.
 
   Returns:
-    The data set's `DatasetSpec`.
+    The data set's `DatasetSpec`, with the config's height and width.
 
   Raises:
-    ValueError: If `name` is not a known data set.
+    ValueError: If `name` is not a known data set or `config_name` not one of its configs.
   """
   if name not in DATASETS:
     raise ValueError(f'Unknown dataset {name!r}; known datasets: {sorted(DATASETS)}')
-  return DATASETS[name]
+  spec = DATASETS[name]
+  if config_name is None or config_name == spec.config_name:
+    return spec
+  if config_name not in spec.config_names:
+    raise ValueError(
+      f'Unknown config {config_name!r} of dataset {name!r}; known configs: '
+      f'{list(spec.config_names) or "none"}'
+    )
+  height, width = (int(n) for n in config_name.split('x'))
+  num_examples = _NUM_TRAIN_EXAMPLES.get((name, config_name), spec.num_examples)
+  return dataclasses.replace(
+    spec,
+    image_size=height,
+    height=height,
+    width=width,
+    config_name=config_name,
+    num_examples=num_examples,
+  )
 
 
-def _prepare(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+def _prepare(
+  name: str, data_dir: str, *, config_name: str | None = None, manual_dir: str | None = None
+) -> tfds.core.DatasetBuilder:
   """Returns the builder of a data set, writing it under data_dir unless already there."""
-  builder = _BUILDERS[name](data_dir=data_dir, file_format='array_record')
+  kwargs = {'config': config_name} if config_name else {}
+  if manual_dir is not None:
+    kwargs['manual_dir'] = manual_dir
+  builder = _BUILDERS[name](data_dir=data_dir, file_format='array_record', **kwargs)
   # is_prepared() logs a warning when the version folder is missing, which it always is on
   # first use; tfds writes into a temporary folder and renames it, so existence means complete.
   if builder.data_path.exists() and builder.is_prepared():
@@ -96,26 +178,47 @@ def _prepare(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   return builder
 
 
-def load_source(name: str, data_dir: str):
-  """Returns the random-access data source of a data set's `train` split.
+def load_source(
+  name: str,
+  data_dir: str,
+  *,
+  split: str = 'train',
+  config_name: str | None = None,
+  manual_dir: str | None = None,
+):
+  """Returns the random-access data source of one split of a data set.
 
-  The data set is generated under `data_dir` on first use. With several processes, process 0
-  prepares it first and the others wait for it, so a shared `data_dir` is written once.
+  The data set is generated under `data_dir` on first use (Cityscapes from the archives in
+  `manual_dir`). With several processes, process 0 prepares it first and the others wait for
+  it, so a shared `data_dir` is written once.
 
   Args:
     name: Name of the data set, a key of `DATASETS`.
     data_dir: tfds data directory (`~` is expanded); created if missing.
+    split: 'train', or 'validation' for the paired sets.
+    config_name: Builder config (resolution, e.g. '64x128'), None for the default.
+    manual_dir: Where the manually downloaded files are (data sets with `manual_download`);
+      None for tfds's `<data_dir>/downloads/manual`.
 
   Returns:
     A tfds `ArrayRecordDataSource` (supports `len()` and indexing); each element is a dict of
     numpy arrays with the data set's features.
 
   Raises:
-    ValueError: If `name` is unknown or `data_dir` cannot be created or is not a writable
-      directory.
+    ValueError: If `name`, `config_name` or `split` is unknown, `manual_dir` is given for a data
+      set without manual files, or `data_dir` cannot be created or is not a writable directory.
     PermissionError: If writing the data set into `data_dir` is refused.
+    cityscapes.CityscapesFilesError: If Cityscapes must be prepared and its files are missing
+      or incomplete (the message says what to download and where to put it).
   """
-  get_dataset_spec(name)
+  spec = get_dataset_spec(name, config_name)
+  if manual_dir is not None and not spec.manual_download:
+    raise ValueError(f'Dataset {name!r} has no manual files; manual_dir must be None')
+  options = {}  # Only what was asked for, so _prepare(name, data_dir) stays the plain call.
+  if config_name is not None:
+    options['config_name'] = config_name
+  if manual_dir is not None:
+    options['manual_dir'] = os.path.expanduser(os.fspath(manual_dir))
   data_dir = os.path.expanduser(os.fspath(data_dir))
   try:
     os.makedirs(data_dir, exist_ok=True)
@@ -126,16 +229,20 @@ def load_source(name: str, data_dir: str):
 
   tfds.disable_progress_bar()
   if jax.process_count() == 1:
-    builder = _prepare(name, data_dir)
+    builder = _prepare(name, data_dir, **options)
   else:
     if jax.process_index() == 0:
-      _prepare(name, data_dir)
+      _prepare(name, data_dir, **options)
     multihost_utils.sync_global_devices('semgan_jax.data.prepare')
     # Every process builds its builder only after the barrier: a builder reads the data set's
     # info when constructed, so one made before process 0 finished would not see the splits.
     # Preparing again is a no-op when data_dir is shared; a per-host data_dir gets its own copy.
-    builder = _prepare(name, data_dir)
-  return builder.as_data_source(split='train')
+    builder = _prepare(name, data_dir, **options)
+  if split not in builder.info.splits:
+    raise ValueError(
+      f'Dataset {name!r} has no split {split!r}; splits: {list(builder.info.splits)}'
+    )
+  return builder.as_data_source(split=split)
 
 
 def create_input_iterator(

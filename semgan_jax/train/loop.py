@@ -140,7 +140,7 @@ def _sample_grid(outputs, head, palette) -> tuple[np.ndarray, np.ndarray]:
   return images.upscale_nearest(images.make_grid(rgb), 2), ids
 
 
-def _format_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
   seconds = int(seconds)
   h, rem = divmod(seconds, 3600)
   m, s = divmod(rem, 60)
@@ -331,7 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
       rate = timed_steps / max(now - timing_start, 1e-9) if timed_steps else 0.0
       summary['train/steps_per_sec'] = rate
       writer.write_scalars(done, summary)
-      eta = _format_duration((num_steps - done) / rate) if rate else '?'
+      eta = format_duration((num_steps - done) / rate) if rate else '?'
       logging.info(
         'step %d/%d | g_loss %.4f | d_loss %.4f | D(real) %.2f D(fake) %.2f | %.2f steps/s | '
         'ETA %s',

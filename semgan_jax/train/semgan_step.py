@@ -30,7 +30,7 @@ def real_discriminator_input(labels: jax.Array, head: str, palette: np.ndarray) 
   return colors[labels]
 
 
-def _global_norm(tree) -> jax.Array:
+def global_norm(tree) -> jax.Array:
   """L2 norm over all leaves (optax renamed its helper across versions; this is version-free)."""
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
@@ -163,9 +163,9 @@ def make_train_step(
       'train/g_non_saturating': non_sat,
       'train/d_real_prob': jax.nn.sigmoid(real_logits).mean(),
       'train/d_fake_prob': jax.nn.sigmoid(fake_logits).mean(),
-      'train/d_grad_norm': _global_norm(d_grads),
+      'train/d_grad_norm': global_norm(d_grads),
       'train/instance_noise_std': jnp.asarray(noise_std, jnp.float32),
-      'train/g_grad_norm': _global_norm(g_grads),
+      'train/g_grad_norm': global_norm(g_grads),
     }
     if head == 'semantic':
       # How peaked the per-pixel distributions are (1.0 = one-hot, like the real maps).

@@ -39,6 +39,10 @@ class GANState:
   g_ema_params: PyTree = None
   latent_dim: int = struct.field(pytree_node=False, default=100)
   g_ema_decay: float = struct.field(pytree_node=False, default=0.0)
+  # Parameters of frozen networks a loss runs (VGG19 for the perceptual loss, a segmenter for
+  # SIPL). Leaves, so the compiled step takes them as arguments instead of baking ~100 MB of
+  # constants into the program; not checkpointed: they are reloaded from their weight files.
+  frozen_params: PyTree = None
 
 
 def build_models(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Module]:

@@ -1,0 +1,82 @@
+"""SemanticGAN (label map → photo) on the procedural streets set: the embedded, CPU-sized default.
+
+Variants, chosen after a colon: `--config=configs/streets.py:<variant>`
+  (none)  a CPU run of about 15 minutes on 2 cores at 64×128: CRB generator with 1/4 of the
+          paper's widths, 3 downsamplings, 3 blocks; two PatchGAN scales.
+  tiny    a few steps of a minute network, for tests and smoke checks.
+The paper's full settings on Cityscapes are configs/cityscapes.py.
+"""
+
+import ml_collections
+
+
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
+  """Returns the experiment config; `variant` is '' or 'tiny'."""
+  config = ml_collections.ConfigDict()
+  config.task = 'semanticgan'  # Which model main.py trains: 'semgan' or 'semanticgan'.
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'streets'  # A paired data set of semgan_jax.data.DATASETS.
+  config.data.config_name = '64x128'  # The builder config (resolution) to prepare and read.
+  config.data.height = 64
+  config.data.width = 128
+  config.data.num_classes = 35  # Cityscapes label ids.
+  config.data.batch_size = 8  # Global.
+  config.data.data_dir = '~/tensorflow_datasets'
+
+  config.model = ml_collections.ConfigDict()
+  config.model.block = 'crb'  # 'resnet' (pix2pixHD), 'res2net' or 'crb' (the paper).
+  config.model.scale = 4  # Groups of the Res2/CRB blocks.
+  config.model.g_base_features = 16  # c7s1-k width; the paper's 64.
+  config.model.num_downsamplings = 3  # d-layers (the paper's 4).
+  config.model.num_blocks = 3  # Residual blocks at the bottleneck (pix2pixHD: 9).
+  config.model.d_base_features = 16  # PatchGAN D64-...; the paper's 64.
+  config.model.num_d = 2  # Discriminator scales (pix2pixHD: 3 at 1024×512).
+  config.model.d_num_layers = 3  # Strided PatchGAN layers (70×70 patches at 3).
+  config.model.g_ema_decay = 0.0  # EMA of G's weights for samples (off, as in the paper).
+  config.model.dtype = 'float32'
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.adversarial = 'lsgan'  # pix2pixHD's default; or 'bce', 'hinge'.
+  config.loss.lambda_feat = 10.0  # Discriminator feature matching (eq. 7's λ3).
+  # VGG19 perceptual loss (λ4 = 10 in the paper). Off here: it needs the published ImageNet
+  # weights, which a fresh machine does not have (see semgan_jax.weights.vgg19 to convert them).
+  config.loss.lambda_vgg = 0.0
+  config.loss.vgg_weights = ''  # Converted .npz ('' = ~/.cache/semgan_jax/weights/vgg19.npz).
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.lr = 2e-4
+  config.optim.b1 = 0.5
+  config.optim.b2 = 0.999
+  config.optim.eps = 1e-8
+  config.optim.epochs_constant = 4  # lr constant for E epochs, then linearly to 0 over
+  config.optim.epochs_decay = 4  # E more (the paper: 100 + 100).
+
+  config.train = ml_collections.ConfigDict()
+  config.train.num_steps = 0  # 0: the schedule's length, (E + E) epochs.
+  config.train.log_every_steps = 50
+  config.train.ckpt_every_steps = 500
+  config.train.sample_every_steps = 250
+  config.train.num_samples = 8  # Validation pairs shown as label | generated | real rows.
+  config.train.max_checkpoints = 3
+
+  config.evals = ml_collections.ConfigDict()
+
+  if variant == 'tiny':
+    config.data.config_name = '32x64'
+    config.data.height = 32
+    config.data.width = 64
+    config.model.g_base_features = 4
+    config.model.num_downsamplings = 2
+    config.model.num_blocks = 1
+    config.model.d_base_features = 4
+    config.model.num_d = 2
+    config.train.num_steps = 4
+    config.train.log_every_steps = 2
+    config.train.ckpt_every_steps = 2
+    config.train.sample_every_steps = 2
+    config.train.num_samples = 4
+  elif variant:
+    raise ValueError(f"configs/streets.py: unknown variant {variant!r}; expected '' or 'tiny'.")
+  return config

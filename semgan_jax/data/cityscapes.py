@@ -1,0 +1,411 @@
+"""Cityscapes (gtFine) photos, label-id maps and instance maps, read from the official archives."""
+
+import dataclasses
+import io
+import os
+import zipfile
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+from PIL import Image
+
+from semgan_jax.data import paired
+
+# The 34 label ids of cityscapesScripts' `labels.py` (0 to 33), as (name, train id, has
+# instances, colour). Id -1 ('license plate') is left out: the official tools never write it
+# into a labelIds or instanceIds file (plates stay part of their vehicle there).
+_LABELS = (
+  ('unlabeled', 255, False, (0, 0, 0)),
+  ('ego vehicle', 255, False, (0, 0, 0)),
+  ('rectification border', 255, False, (0, 0, 0)),
+  ('out of roi', 255, False, (0, 0, 0)),
+  ('static', 255, False, (0, 0, 0)),
+  ('dynamic', 255, False, (111, 74, 0)),
+  ('ground', 255, False, (81, 0, 81)),
+  ('road', 0, False, (128, 64, 128)),
+  ('sidewalk', 1, False, (244, 35, 232)),
+  ('parking', 255, False, (250, 170, 160)),
+  ('rail track', 255, False, (230, 150, 140)),
+  ('building', 2, False, (70, 70, 70)),
+  ('wall', 3, False, (102, 102, 156)),
+  ('fence', 4, False, (190, 153, 153)),
+  ('guard rail', 255, False, (180, 165, 180)),
+  ('bridge', 255, False, (150, 100, 100)),
+  ('tunnel', 255, False, (150, 120, 90)),
+  ('pole', 5, False, (153, 153, 153)),
+  ('polegroup', 255, False, (153, 153, 153)),
+  ('traffic light', 6, False, (250, 170, 30)),
+  ('traffic sign', 7, False, (220, 220, 0)),
+  ('vegetation', 8, False, (107, 142, 35)),
+  ('terrain', 9, False, (152, 251, 152)),
+  ('sky', 10, False, (70, 130, 180)),
+  ('person', 11, True, (220, 20, 60)),
+  ('rider', 12, True, (255, 0, 0)),
+  ('car', 13, True, (0, 0, 142)),
+  ('truck', 14, True, (0, 0, 70)),
+  ('bus', 15, True, (0, 60, 100)),
+  ('caravan', 255, True, (0, 0, 90)),
+  ('trailer', 255, True, (0, 0, 110)),
+  ('train', 16, True, (0, 80, 100)),
+  ('motorcycle', 17, True, (0, 0, 230)),
+  ('bicycle', 18, True, (119, 11, 32)),
+)
+
+# One-hot width of the label-id maps: pix2pixHD's label_nc = 35 for Cityscapes, i.e. ids 0 to 33
+# plus one channel (id 34) that no Cityscapes file uses. Label id -1 (license plate), should a
+# map carry it, counts as 0 'unlabeled', as cityscapesScripts' evaluation treats it.
+NUM_CLASSES = 35
+UNUSED_ID = 34
+CLASS_NAMES = tuple(name for name, *_ in _LABELS) + ('unused',)
+PALETTE = np.array([color for *_, color in _LABELS] + [(0, 0, 0)], dtype=np.uint8)
+# Label ids whose objects carry instance numbers (`label_id * 1000 + k` in instanceIds maps).
+THING_IDS = tuple(i for i, (_, _, things, _) in enumerate(_LABELS) if things)
+# The 19 training ids (0 to 18) of each label id, IGNORE_TRAIN_ID for the rest (ERFNet's classes).
+IGNORE_TRAIN_ID = 255
+TRAIN_IDS = np.array([train_id for _, train_id, *_ in _LABELS] + [IGNORE_TRAIN_ID], dtype=np.uint8)
+
+DOWNLOAD_URL = 'https://www.cityscapes-dataset.com/downloads/'
+PHOTO_ARCHIVE = 'leftImg8bit_trainvaltest.zip'
+LABEL_ARCHIVE = 'gtFine_trainvaltest.zip'
+# tfds split name -> the Cityscapes folder. The test split's labels are withheld (all void).
+SPLIT_FOLDERS = {'train': 'train', 'validation': 'val'}
+NUM_EXAMPLES = {'train': 2975, 'validation': 500}
+
+_PHOTO_SUFFIX = '_leftImg8bit.png'
+_LABEL_SUFFIX = '_gtFine_labelIds.png'
+_INSTANCE_SUFFIX = '_gtFine_instanceIds.png'
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
+Cityscapes needs a (free) account, so it cannot be downloaded for you. Log in at
+{DOWNLOAD_URL} and download
+  - {PHOTO_ARCHIVE}  (package 3, "leftImg8bit_trainvaltest.zip (11GB)")
+  - {LABEL_ARCHIVE}  (package 1, "gtFine_trainvaltest.zip (241MB)")
+into the manual directory. Either leave them zipped or extract them there, giving
+  leftImg8bit/{{train,val}}/<city>/<city>_<seq>_<frame>{_PHOTO_SUFFIX}
+  gtFine/{{train,val}}/<city>/<city>_<seq>_<frame>{_LABEL_SUFFIX}
+  gtFine/{{train,val}}/<city>/<city>_<seq>_<frame>{_INSTANCE_SUFFIX}
+"""
+
+_DESCRIPTION = """\
+Cityscapes fine annotations (2975 train and 500 validation frames): the left 8-bit \
+photo, the map of the 35 Cityscapes label ids (0 to 33 used) and the instance map \
+(label_id * 1000 + k on countable objects, the label id elsewhere), resized to the config's \
+resolution: photos with PIL's antialiased bilinear filter, label and instance maps with nearest \
+neighbour (never interpolated).
+"""
+
+_CITATION = """\
+@inproceedings{Cordts2016Cityscapes,
+  title={The Cityscapes Dataset for Semantic Urban Scene Understanding},
+  author={Cordts, Marius and Omran, Mohamed and Ramos, Sebastian and Rehfeld, Timo and \
+Enzweiler, Markus and Benenson, Rodrigo and Franke, Uwe and Roth, Stefan and Schiele, Bernt},
+  booktitle={Proc. of the IEEE Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year={2016}
+}
+"""
+
+
+class CityscapesFilesError(FileNotFoundError):
+  """The Cityscapes files are missing from the manual directory, or incomplete."""
+
+
+def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Nearest-neighbour resize of an (H, W) map: every output pixel copies one input pixel.
+
+  Output pixel (i, j) takes the input pixel under its centre, so ids are never mixed and a map
+  made of aligned k x k blocks comes back exactly when shrunk by k.
+
+  Args:
+    array: (H, W) array of any dtype.
+    height: Output height.
+    width: Output width.
+
+  Returns:
+    The (height, width) array, same dtype.
+  """
+  in_h, in_w = array.shape[:2]
+  if (in_h, in_w) == (height, width):
+    return array
+  rows = ((np.arange(height) + 0.5) * (in_h / height)).astype(np.int64)
+  cols = ((np.arange(width) + 0.5) * (in_w / width)).astype(np.int64)
+  return array[np.minimum(rows, in_h - 1)[:, None], np.minimum(cols, in_w - 1)[None, :]]
+
+
+@dataclasses.dataclass
+class _Tree:
+  """One of the two file trees (photos or labels): an extracted folder or the zip beside it."""
+
+  root: epath.Path  # The manual directory.
+  folder: str  # 'leftImg8bit' or 'gtFine'.
+  archive: str  # Its zip's file name.
+
+  def locate(self) -> str | None:
+    """'folder' or 'zip' for whichever exists (the folder first), None if neither does."""
+    if (self.root / self.folder).is_dir():
+      return 'folder'
+    if (self.root / self.archive).is_file():
+      return 'zip'
+    return None
+
+  def describe(self, name: str) -> str:
+    """A member's full location, for error messages."""
+    if self.locate() == 'zip':
+      return f'{self.root / self.archive}:{name}'
+    return os.fspath(self.root / name)
+
+
+class _Reader:
+  """Lists and reads the files of a _Tree, from the folder or straight out of the zip."""
+
+  def __init__(self, tree: _Tree):
+    self.tree = tree
+    self.kind = tree.locate()
+    self._zip = zipfile.ZipFile(tree.root / tree.archive) if self.kind == 'zip' else None
+
+  def close(self):
+    if self._zip is not None:
+      self._zip.close()
+
+  def list(self, split_folder: str) -> list[str]:
+    """Paths relative to the manual directory ('<folder>/<split>/<city>/<file>') of one split."""
+    prefix = f'{self.tree.folder}/{split_folder}/'
+    if self._zip is not None:
+      return [n for n in self._zip.namelist() if n.startswith(prefix) and not n.endswith('/')]
+    split_dir = self.tree.root / self.tree.folder / split_folder
+    if not split_dir.is_dir():
+      return []
+    root = os.fspath(self.tree.root)
+    return [
+      os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, '/')
+      for dirpath, _, files in os.walk(os.fspath(split_dir))
+      for f in files
+    ]
+
+  def read(self, name: str) -> bytes:
+    if self._zip is not None:
+      return self._zip.read(name)
+    return (self.tree.root / name).read_bytes()
+
+
+def _by_stem(names: list[str], suffix: str) -> dict[str, str]:
+  """{<city>_<seq>_<frame>: path} of the files ending in suffix."""
+  out = {}
+  for name in names:
+    base = name.rsplit('/', 1)[-1]
+    # Names starting with '.' are not Cityscapes files (e.g. macOS '._' entries in a zip).
+    if base.endswith(suffix) and not base.startswith('.'):
+      out[base[: -len(suffix)]] = name
+  return out
+
+
+def missing_files_message(manual_dir) -> str:
+  """The error text for a manual directory without the Cityscapes files."""
+  return (
+    f'Cityscapes files not found in the manual directory {os.fspath(manual_dir)!r}.\n'
+    f'{MANUAL_DOWNLOAD_INSTRUCTIONS}'
+    'Then call load_source(..., manual_dir=<that directory>) (by default '
+    '<data_dir>/downloads/manual).'
+  )
+
+
+def _decode(data: bytes, what: str) -> Image.Image:
+  try:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+  except Exception as e:
+    raise ValueError(f'Cannot decode {what}: {e}') from e
+  return image
+
+
+def read_example(
+  photo: bytes, label: bytes, instance: bytes, *, height: int, width: int, names: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+  """Decodes, checks and resizes one Cityscapes triple of PNG files.
+
+  Args:
+    photo: Bytes of the `_leftImg8bit.png` photo.
+    label: Bytes of the `_gtFine_labelIds.png` map.
+    instance: Bytes of the `_gtFine_instanceIds.png` map.
+    height: Output height.
+    width: Output width.
+    names: Locations of the three files, for error messages.
+
+  Returns:
+    A dict with `image` uint8 (height, width, 3), `label` uint8 (height, width) and `instance`
+    int32 (height, width).
+
+  Raises:
+    ValueError: If a file cannot be decoded, the maps' size differs from the photo's, or a label
+      id is outside [0, NUM_CLASSES).
+  """
+  photo_image = _decode(photo, names[0]).convert('RGB')
+  label_image = _decode(label, names[1])
+  instance_image = _decode(instance, names[2])
+  for image, name in ((label_image, names[1]), (instance_image, names[2])):
+    if image.size != photo_image.size:
+      raise ValueError(
+        f'{name} is {image.size[0]}x{image.size[1]} (W x H) but its photo {names[0]} is '
+        f'{photo_image.size[0]}x{photo_image.size[1]}'
+      )
+  label_ids = np.asarray(label_image)
+  if label_ids.ndim != 2:
+    raise ValueError(f'{names[1]} is not a single-channel label-id map (mode {label_image.mode})')
+  if label_ids.size and int(label_ids.max()) >= NUM_CLASSES:
+    raise ValueError(f'{names[1]} holds label id {int(label_ids.max())} >= {NUM_CLASSES}')
+  # instanceIds files are 16-bit PNGs, which PIL opens as 'I;16' or 'I' depending on its version.
+  instance_ids = np.asarray(instance_image).astype(np.int32)
+  if photo_image.size != (width, height):
+    photo_image = photo_image.resize((width, height), Image.Resampling.BILINEAR)
+  return {
+    'image': np.asarray(photo_image, dtype=np.uint8),
+    'label': resize_nearest(label_ids.astype(np.uint8), height, width),
+    'instance': resize_nearest(instance_ids, height, width),
+  }
+
+
+class CityscapesConfig(tfds.core.BuilderConfig):
+  """A resolution of the Cityscapes data set."""
+
+  def __init__(self, *, height: int, width: int, **kwargs):
+    super().__init__(name=f'{height}x{width}', **kwargs)
+    self.height = height
+    self.width = width
+
+
+# skip_registration: tfds ships a (TensorFlow-based) builder of the same name; registering ours
+# would clash with it the moment both are imported. We never look builders up by name.
+class Cityscapes(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Cityscapes gtFine train and validation, from the archives in a manual directory."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  BUILDER_CONFIGS = [
+    CityscapesConfig(height=512, width=1024, description='512x1024 (H x W), the paper.'),
+    CityscapesConfig(height=256, width=512, description='256x512 (H x W).'),
+    CityscapesConfig(height=128, width=256, description='128x256 (H x W), as the streets set.'),
+    CityscapesConfig(height=32, width=64, description='32x64 (H x W), for tests.'),
+  ]
+  code_path = epath.Path(__file__)
+
+  def __init__(self, *, manual_dir: epath.PathLike | None = None, **kwargs):
+    """Makes the builder.
+
+    Args:
+      manual_dir: Directory holding the Cityscapes archives or their extracted folders;
+        `<data_dir>/downloads/manual` (tfds's convention) when None.
+      **kwargs: Passed on to `tfds.core.GeneratorBasedBuilder` (data_dir, config, ...).
+    """
+    super().__init__(**kwargs)
+    if manual_dir is None:
+      manual_dir = epath.Path(self.data_dir_root) / 'downloads' / 'manual'
+    self.manual_dir = epath.Path(os.path.expanduser(os.fspath(manual_dir)))
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    config = self.builder_config
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description=_DESCRIPTION,
+      features=paired.paired_features(config.height, config.width, png=True),
+      supervised_keys=None,
+      homepage='https://www.cityscapes-dataset.com/',
+      citation=_CITATION,
+      # Storage order == sorted <city>_<seq>_<frame> order, the same at every resolution.
+      disable_shuffling=True,
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # The files come from self.manual_dir, checked here before anything is written.
+    pairs = find_pairs(self.manual_dir)
+    return {split: self._generate_examples(pairs[split]) for split in SPLIT_FOLDERS}
+
+  def _generate_examples(self, triples):
+    config = self.builder_config
+    photos = _Reader(_Tree(self.manual_dir, 'leftImg8bit', PHOTO_ARCHIVE))
+    labels = _Reader(_Tree(self.manual_dir, 'gtFine', LABEL_ARCHIVE))
+
+    def make(triple):
+      photo, label, instance = triple
+      names = (
+        photos.tree.describe(photo),
+        labels.tree.describe(label),
+        labels.tree.describe(instance),
+      )
+      example = read_example(
+        photos.read(photo),
+        labels.read(label),
+        labels.read(instance),
+        height=config.height,
+        width=config.width,
+        names=names,
+      )
+      example['image'] = paired.encode_png(example['image'])
+      return example
+
+    try:
+      yield from enumerate(paired.map_in_order(make, triples))
+    finally:
+      photos.close()
+      labels.close()
+
+
+def find_pairs(manual_dir) -> dict[str, list[tuple[str, str, str]]]:
+  """Matches photos with their label and instance maps by <city>_<seq>_<frame>.
+
+  Args:
+    manual_dir: The directory with the archives or extracted folders.
+
+  Returns:
+    {tfds split: [(photo, labelIds, instanceIds), ...]} in sorted stem order; the paths are
+    relative to manual_dir (members of the zip when the folder is absent).
+
+  Raises:
+    CityscapesFilesError: If the files are missing (the message says what to download and where
+      to put it), a split is empty, or a photo lacks its maps or a map its photo (naming the
+      files).
+  """
+  manual_dir = epath.Path(manual_dir)
+  trees = (
+    _Tree(manual_dir, 'leftImg8bit', PHOTO_ARCHIVE),
+    _Tree(manual_dir, 'gtFine', LABEL_ARCHIVE),
+  )
+  absent = [t for t in trees if t.locate() is None]
+  if absent:
+    wanted = ', '.join(f'{t.archive} (or its extracted {t.folder}/ folder)' for t in absent)
+    raise CityscapesFilesError(f'Missing {wanted}.\n{missing_files_message(manual_dir)}')
+  photos, labels = _Reader(trees[0]), _Reader(trees[1])
+  try:
+    out = {}
+    for split, folder in SPLIT_FOLDERS.items():
+      photo_names = _by_stem(photos.list(folder), _PHOTO_SUFFIX)
+      label_files = labels.list(folder)
+      label_names = _by_stem(label_files, _LABEL_SUFFIX)
+      instance_names = _by_stem(label_files, _INSTANCE_SUFFIX)
+      if not photo_names:
+        raise CityscapesFilesError(
+          f'No photos in {trees[0].describe(f"leftImg8bit/{folder}/")} (expected '
+          f'<city>/<city>_<seq>_<frame>{_PHOTO_SUFFIX}); the download looks incomplete.\n'
+          f'{missing_files_message(manual_dir)}'
+        )
+      problems = []
+      for stem in sorted(photo_names.keys() - label_names.keys()):
+        problems.append(f'photo {trees[0].describe(photo_names[stem])} has no {_LABEL_SUFFIX}')
+      for stem in sorted(photo_names.keys() - instance_names.keys()):
+        problems.append(f'photo {trees[0].describe(photo_names[stem])} has no {_INSTANCE_SUFFIX}')
+      for stem in sorted((label_names.keys() | instance_names.keys()) - photo_names.keys()):
+        name = label_names.get(stem) or instance_names[stem]
+        problems.append(f'{trees[1].describe(name)} has no photo {stem}{_PHOTO_SUFFIX}')
+      if problems:
+        shown = '\n  '.join(problems[:10])
+        more = f'\n  ... and {len(problems) - 10} more' if len(problems) > 10 else ''
+        raise CityscapesFilesError(
+          f'Unmatched Cityscapes files in {os.fspath(manual_dir)!r} ({split}):\n  {shown}{more}'
+        )
+      out[split] = [
+        (photo_names[s], label_names[s], instance_names[s]) for s in sorted(photo_names)
+      ]
+    return out
+  finally:
+    photos.close()
+    labels.close()

@@ -1,0 +1,311 @@
+"""SemanticGAN's training loop and sampling job (label map → photo): I/O around the pure step."""
+
+import functools
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import parameter_overview
+from etils import epath
+
+from semgan_jax import data as data_lib
+from semgan_jax import images, parallel
+from semgan_jax.data import paired
+from semgan_jax.models import BLOCKS
+from semgan_jax.train import checkpointing
+from semgan_jax.train.loop import UserInputError, format_duration, prepare_workdir
+from semgan_jax.train.semanticgan_step import (
+  create_semanticgan_state,
+  make_semanticgan_step,
+  translate,
+)
+from semgan_jax.train.state import GANState
+from semgan_jax.train.writers import create_metric_writer
+
+_INIT_STREAM = 0
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  """Full batches per pass over the training split (the iterator drops the remainder)."""
+  return max(num_examples // batch_size, 1)
+
+
+def epoch_schedule(
+  lr: float, steps_per_epoch: int, epochs_constant: int, epochs_decay: int
+) -> optax.Schedule:
+  """pix2pixHD's schedule: `lr` for `epochs_constant` epochs, then linearly to 0 over
+  `epochs_decay` more (the paper: 100 + 100)."""
+  constant = epochs_constant * steps_per_epoch
+  decay = max(epochs_decay * steps_per_epoch, 1)
+  return optax.join_schedules(
+    [optax.constant_schedule(lr), optax.linear_schedule(lr, 0.0, decay)], [constant]
+  )
+
+
+def total_steps(config, num_examples: int) -> int:
+  """`train.num_steps` if positive, else the schedule's length in steps."""
+  if config.train.num_steps > 0:
+    return config.train.num_steps
+  per_epoch = steps_per_epoch(num_examples, config.data.batch_size)
+  return (config.optim.epochs_constant + config.optim.epochs_decay) * per_epoch
+
+
+def validate_semanticgan_config(config: ml_collections.ConfigDict) -> data_lib.DatasetSpec:
+  """Checks the fields a SemanticGAN run depends on; returns the data set's spec."""
+
+  def expect(ok: bool, message: str):
+    if not ok:
+      raise UserInputError(message)
+
+  try:
+    spec = data_lib.get_dataset_spec(config.data.name)
+  except ValueError as e:
+    raise UserInputError(str(e)) from e
+  d, m, loss = config.data, config.model, config.loss
+  expect(
+    d.num_classes == spec.num_classes,
+    f'config.data.num_classes={d.num_classes}, but {spec.name} has {spec.num_classes} classes.',
+  )
+  expect(m.block in BLOCKS, f'config.model.block={m.block!r}; expected one of {sorted(BLOCKS)}.')
+  factor = 2**m.num_downsamplings
+  expect(
+    d.height % factor == 0 and d.width % factor == 0,
+    f'config.data.height/width={d.height}x{d.width} must be divisible by 2**'
+    f'config.model.num_downsamplings={factor}.',
+  )
+  expect(
+    loss.adversarial in ('lsgan', 'bce', 'hinge'),
+    f"config.loss.adversarial={loss.adversarial!r}; expected 'lsgan', 'bce' or 'hinge'.",
+  )
+  for name in ('lambda_feat', 'lambda_vgg'):
+    expect(loss[name] >= 0, f'config.loss.{name}={loss[name]}; expected >= 0.')
+  expect(0.0 <= m.g_ema_decay < 1.0, f'config.model.g_ema_decay={m.g_ema_decay}; expected [0, 1).')
+  expect(d.batch_size > 0, f'config.data.batch_size={d.batch_size}; expected > 0.')
+  return spec
+
+
+def load_frozen_params(config) -> dict:
+  """Weights of the frozen networks the losses need (VGG19 when `loss.lambda_vgg > 0`)."""
+  frozen = {}
+  if config.loss.lambda_vgg > 0:
+    from semgan_jax.weights import vgg19
+
+    try:
+      path = vgg19.ensure_weights(config.loss.vgg_weights or None)
+      frozen['vgg'] = vgg19.load_params(path)
+    except (OSError, ValueError) as e:
+      raise UserInputError(
+        f'config.loss.lambda_vgg={config.loss.lambda_vgg} asks for the VGG19 perceptual loss, '
+        f'but: {e} (or switch the loss off: --config.loss.lambda_vgg=0)'
+      ) from e
+  return frozen
+
+
+def _init_state(config, mesh, frozen, num_examples: int) -> GANState:
+  """The state, built directly in its replicated sharding."""
+  schedule = epoch_schedule(
+    config.optim.lr,
+    steps_per_epoch(num_examples, config.data.batch_size),
+    config.optim.epochs_constant,
+    config.optim.epochs_decay,
+  )
+  init_rng = jax.random.fold_in(jax.random.key(config.seed), _INIT_STREAM)
+  frozen = jax.device_put(frozen, parallel.replicated(mesh))
+  init = jax.jit(
+    functools.partial(create_semanticgan_state, config, schedule=schedule),
+    out_shardings=parallel.replicated(mesh),
+  )
+  return init(init_rng, frozen)
+
+
+def _validation_examples(config, count: int) -> dict:
+  """The first `count` validation pairs: fixed inputs for sample grids."""
+  source = data_lib.load_source(
+    config.data.name, config.data.data_dir, config_name=config.data.config_name, split='validation'
+  )
+  examples = [source[i] for i in range(min(count, len(source)))]
+  return {
+    key: np.stack([np.asarray(e[key]) for e in examples]).astype(
+      np.uint8 if key == 'image' else np.int32
+    )
+    for key in ('image', 'label', 'instance')
+  }
+
+
+def triplet_grid(labels, generated, real, palette) -> np.ndarray:
+  """Rows of (colorized label map | generated photo | real photo), as one uint8 image."""
+  colored = data_lib.colorize(labels, palette)
+  fake = images.rgb_to_uint8(generated)
+  tiles = np.stack([colored, fake, np.asarray(real, np.uint8)], axis=1)
+  return images.make_grid(tiles.reshape(-1, *tiles.shape[2:]), columns=3)
+
+
+def train_semanticgan(config: ml_collections.ConfigDict, workdir: str) -> GANState:
+  """Trains SemanticGAN as `config` says, resuming from `workdir` if possible.
+
+  Writes `config.json`, `checkpoints/`, `samples/step_*.png` (label | generated | real rows of
+  fixed validation pairs) and TensorBoard events; a re-run continues exactly.
+  """
+  spec = validate_semanticgan_config(config)
+  workdir = prepare_workdir(workdir)
+  checkpointing.check_config_compatible(workdir, config)
+  mesh = parallel.create_mesh()
+  try:
+    parallel.check_global_batch_size(config.data.batch_size, mesh)
+  except ValueError as e:
+    raise UserInputError(str(e)) from e
+  frozen = load_frozen_params(config)
+
+  source = data_lib.load_source(
+    config.data.name, config.data.data_dir, config_name=config.data.config_name
+  )
+  data_iter = paired.create_paired_iterator(
+    source,
+    global_batch_size=config.data.batch_size,
+    num_classes=spec.num_classes,
+    seed=config.seed,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
+  num_steps = total_steps(config, len(source))
+  state = _init_state(config, mesh, frozen, len(source))
+  ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.train.max_checkpoints)
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(state, data_iter)
+  else:
+    checkpointing.write_config(workdir, config)
+  start_step = int(state.step)
+  logging.info(
+    'SemanticGAN (%s blocks) on %s %dx%d, %d images/epoch, steps %d -> %d.',
+    config.model.block,
+    spec.name,
+    config.data.height,
+    config.data.width,
+    len(source),
+    start_step,
+    num_steps,
+  )
+  for name, params in (('Generator', state.g_params), ('Discriminator', state.d_params)):
+    parameter_overview.log_parameter_overview(
+      params, include_stats=False, msg=f'{name} parameters:', jax_logging_process=0
+    )
+  writer = create_metric_writer(workdir)
+  if start_step == 0:
+    writer.write_hparams(checkpointing.flatten_config(config.to_dict()))
+
+  repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  train_step = jax.jit(
+    make_semanticgan_step(
+      num_classes=spec.num_classes,
+      adversarial=config.loss.adversarial,
+      lambda_feat=config.loss.lambda_feat,
+      lambda_vgg=config.loss.lambda_vgg,
+    ),
+    in_shardings=(repl, batch_sh, repl),
+    out_shardings=(repl, repl),
+    donate_argnums=(0,),
+  )
+  fixed = _validation_examples(config, config.train.num_samples)
+  translate_fn = jax.jit(functools.partial(translate, num_classes=spec.num_classes))
+  train_rng = jax.random.key(config.seed)
+
+  def write_samples(step: int):
+    generated = jax.device_get(translate_fn(state, fixed['label'], fixed['instance']))
+    grid = triplet_grid(fixed['label'], generated, fixed['image'], spec.palette)
+    if jax.process_index() == 0:
+      images.write_png(epath.Path(workdir) / 'samples' / f'step_{step:07d}.png', grid)
+      writer.write_images(step, {'samples': grid[None]})
+
+  t = config.train
+  pending, timing_start, timed_steps = [], None, 0
+  for step in range(start_step, num_steps):
+    with jax.profiler.StepTraceAnnotation('train', step_num=step):
+      batch = parallel.make_global_batch(next(data_iter), mesh)
+      state, metrics = train_step(state, batch, jax.random.fold_in(train_rng, step))
+    pending.append(metrics)
+    done = step + 1
+    if timing_start is None:
+      jax.block_until_ready(metrics)
+      timing_start = time.perf_counter()
+      logging.info('First step (with compilation) done at step %d.', done)
+    else:
+      timed_steps += 1
+    if done % t.log_every_steps == 0 or done == num_steps:
+      fetched = jax.device_get(pending)
+      summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+      pending = []
+      rate = timed_steps / max(time.perf_counter() - timing_start, 1e-9) if timed_steps else 0.0
+      summary['train/steps_per_sec'] = rate
+      summary['train/lr'] = float(
+        epoch_schedule(
+          config.optim.lr,
+          steps_per_epoch(len(source), config.data.batch_size),
+          config.optim.epochs_constant,
+          config.optim.epochs_decay,
+        )(done)
+      )
+      writer.write_scalars(done, summary)
+      eta = format_duration((num_steps - done) / rate) if rate else '?'
+      logging.info(
+        'step %d/%d | g_loss %.4f (adv %.3f feat %.3f%s) | d_loss %.4f | L1 %.3f | %.2f steps/s '
+        '| ETA %s',
+        done,
+        num_steps,
+        summary['train/g_loss'],
+        summary['train/g_adv'],
+        summary['train/g_feat'],
+        f' vgg {summary["train/g_vgg"]:.3f}' if 'train/g_vgg' in summary else '',
+        summary['train/d_loss'],
+        summary['train/g_l1_to_real'],
+        rate,
+        eta,
+      )
+      if not all(np.isfinite(v) for v in summary.values()):
+        raise FloatingPointError(f'non-finite training metrics at step {done}: {summary}')
+    if done % t.sample_every_steps == 0 or done == num_steps:
+      write_samples(done)
+    if done % t.ckpt_every_steps == 0 or done == num_steps:
+      ckpt.save(done, state, data_iter, force=True)
+
+  if start_step >= num_steps:
+    logging.info('Nothing to do: the checkpoint is at step %d >= num_steps.', start_step)
+  ckpt.wait_until_finished()
+  ckpt.close()
+  writer.flush()
+  writer.close()
+  return state
+
+
+def sample_semanticgan(config, workdir: str, *, num_samples: int) -> dict[str, str]:
+  """Writes (label, generated, real) triplets of the first validation pairs as a PNG grid."""
+  spec = validate_semanticgan_config(config)
+  if num_samples <= 0:
+    raise UserInputError(f'--num_samples={num_samples}; expected a positive integer.')
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  checkpointing.check_config_compatible(workdir, config)
+  if not checkpointing.has_checkpoint(workdir):
+    raise UserInputError(f'no checkpoint in {workdir}/checkpoints; train first (--mode=train).')
+  mesh = parallel.create_mesh()
+  source = data_lib.load_source(
+    config.data.name, config.data.data_dir, config_name=config.data.config_name
+  )
+  # The frozen loss networks are not needed to sample: an empty dict fits the checkpoint.
+  ckpt = checkpointing.Checkpointer(workdir)
+  state = ckpt.restore(_init_state(config, mesh, {}, len(source)))
+  ckpt.close()
+  step = int(state.step)
+  fixed = _validation_examples(config, num_samples)
+  generated = jax.device_get(
+    jax.jit(functools.partial(translate, num_classes=spec.num_classes))(
+      state, fixed['label'], fixed['instance']
+    )
+  )
+  grid = triplet_grid(fixed['label'], generated, fixed['image'], spec.palette)
+  path = epath.Path(workdir) / 'samples' / f'triplets_step{step}.png'
+  if jax.process_index() == 0:
+    images.write_png(path, grid)
+  return {'png': os.fspath(path)}

@@ -1,0 +1,208 @@
+"""SemanticGAN's state and pure train step: label map → photo, pix2pixHD's losses (+ SIPL later).
+
+One step follows pix2pixHD: G(s) is computed once; D's loss (real pairs vs stop-gradiented fake
+pairs) and G's loss (adversarial + λ_feat·feature matching + λ_vgg·VGG perceptual, and any extra
+term such as SIPL) are taken against the same discriminator parameters, then both networks take
+their Adam step. G's loss gradients never reach D's parameters and D's never reach G's: each
+gradient is taken with respect to one network's parameters only.
+"""
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from semgan_jax import losses
+from semgan_jax.models import LabelToPhotoGenerator, MultiScaleDiscriminator
+from semgan_jax.models.inputs import label_to_generator_input
+from semgan_jax.models.vgg import VGG19Features
+from semgan_jax.train.semgan_step import global_norm
+from semgan_jax.train.state import GANState
+
+
+def images_to_float(images: jax.Array) -> jax.Array:
+  """uint8 [0, 255] photos → float32 [-1, 1], the generator's output range."""
+  return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def build_semanticgan_models(config: ml_collections.ConfigDict):
+  """`config.model` → (LabelToPhotoGenerator, MultiScaleDiscriminator) with plain fields."""
+  m = config.model
+  dtype = jnp.dtype(m.dtype)
+  generator = LabelToPhotoGenerator(
+    base_features=m.g_base_features,
+    num_downsamplings=m.num_downsamplings,
+    num_blocks=m.num_blocks,
+    block=m.block,
+    scale=m.scale,
+    dtype=dtype,
+  )
+  discriminator = MultiScaleDiscriminator(
+    num_d=m.num_d,
+    base_features=m.d_base_features,
+    num_layers=m.d_num_layers,
+    dtype=dtype,
+  )
+  return generator, discriminator
+
+
+def create_semanticgan_state(
+  config: ml_collections.ConfigDict,
+  rng: jax.Array,
+  frozen_params=None,
+  *,
+  schedule: optax.Schedule | float | None = None,
+) -> GANState:
+  """Initialises G, D and both Adam states; `frozen_params` holds e.g. {'vgg': params}.
+
+  InstanceNorm keeps no statistics, so the batch-statistics fields are empty dicts.
+
+  Args:
+    config: the experiment config.
+    rng: typed key, split for G init, D init and the training rng.
+    frozen_params: parameters of the frozen loss networks ({'vgg': ...}), or None.
+    schedule: the learning rate (schedule) of both Adams; `config.optim.lr` if None. The loop
+      passes pix2pixHD's epoch schedule (`semanticgan_loop.epoch_schedule`).
+  """
+  generator, discriminator = build_semanticgan_models(config)
+  g_key, d_key, train_key = jax.random.split(rng, 3)
+  height, width = config.data.height, config.data.width
+  channels = config.data.num_classes + 1  # one-hot ⊕ instance boundaries
+  x = jnp.zeros((1, height, width, channels), jnp.float32)
+  image = jnp.zeros((1, height, width, 3), jnp.float32)
+  g_params = generator.init(g_key, x)['params']
+  d_params = discriminator.init(d_key, x, image)['params']
+  o = config.optim
+  lr = o.lr if schedule is None else schedule
+  g_tx = optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps)
+  d_tx = optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps)
+  return GANState(
+    step=jnp.zeros((), jnp.int32),
+    g_params=g_params,
+    g_batch_stats={},
+    g_opt_state=g_tx.init(g_params),
+    d_params=d_params,
+    d_batch_stats={},
+    d_opt_state=d_tx.init(d_params),
+    rng=train_key,
+    g_ema_params=g_params if config.model.g_ema_decay > 0 else None,
+    generator=generator,
+    discriminator=discriminator,
+    g_tx=g_tx,
+    d_tx=d_tx,
+    latent_dim=0,
+    g_ema_decay=config.model.g_ema_decay,
+    frozen_params=frozen_params or {},
+  )
+
+
+def translate(state: GANState, labels: jax.Array, instances: jax.Array, num_classes: int):
+  """G(s) for label maps (B, H, W) and instance maps; uses the EMA of G's weights when kept."""
+  params = state.g_params if state.g_ema_params is None else state.g_ema_params
+  x = label_to_generator_input(labels, instances, num_classes)
+  return state.generator.apply({'params': params}, x)
+
+
+def make_semanticgan_step(
+  *,
+  num_classes: int,
+  adversarial: str = 'lsgan',
+  lambda_feat: float = 10.0,
+  lambda_vgg: float = 10.0,
+  extra_g_losses: dict[str, tuple[float, Callable]] | None = None,
+) -> Callable[[GANState, dict, jax.Array], tuple[GANState, dict]]:
+  """Builds `train_step(state, batch, rng) -> (state, metrics)` for SemanticGAN.
+
+  Args:
+    num_classes: label ids are in [0, num_classes); G's input has num_classes + 1 channels.
+    adversarial: 'lsgan' (pix2pixHD's default), 'bce' or 'hinge'.
+    lambda_feat: weight of the discriminator feature-matching loss (10).
+    lambda_vgg: weight of the VGG19 perceptual loss (10); needs `state.frozen_params['vgg']`.
+      0 switches the term off (and then no VGG weights are needed).
+    extra_g_losses: more generator terms, name → (weight, fn(frozen_params, fake, batch) ->
+      scalar), e.g. SIPL with a frozen segmenter. Each is logged as `train/g_<name>`.
+
+  Returns:
+    The step. `batch` holds `image` uint8 (B, H, W, 3), `label` and `instance` int32 (B, H, W).
+  """
+  if adversarial not in losses.ADVERSARIAL_KINDS:
+    raise ValueError(
+      f'config.loss.adversarial={adversarial!r}; expected one of {losses.ADVERSARIAL_KINDS}.'
+    )
+  extra_g_losses = dict(extra_g_losses or {})
+
+  def train_step(state: GANState, batch: dict, rng: jax.Array) -> tuple[GANState, dict]:
+    del rng  # pix2pixHD's step is deterministic (no dropout, no noise input).
+    x = label_to_generator_input(batch['label'], batch['instance'], num_classes)
+    real = images_to_float(batch['image'])
+    frozen = state.frozen_params
+
+    def run_d(d_params, images):
+      outputs = state.discriminator.apply({'params': d_params}, x, images)
+      return [scale[-1] for scale in outputs], [scale[:-1] for scale in outputs]
+
+    def g_loss_fn(g_params):
+      fake = state.generator.apply({'params': g_params}, x)
+      fake_logits, fake_features = run_d(state.d_params, fake)
+      _, real_features = run_d(state.d_params, real)
+      terms = {
+        'adv': losses.multiscale_g_adv_loss(fake_logits, adversarial),
+        'feat': losses.multiscale_feature_matching_loss(real_features, fake_features),
+      }
+      total = terms['adv'] + lambda_feat * terms['feat']
+      if lambda_vgg > 0:
+        vgg_fn = functools.partial(VGG19Features().apply, {'params': frozen['vgg']})
+        terms['vgg'] = losses.vgg_perceptual_loss(vgg_fn, fake, real)
+        total += lambda_vgg * terms['vgg']
+      for name, (weight, fn) in extra_g_losses.items():
+        terms[name] = fn(frozen, fake, batch)
+        total += weight * terms[name]
+      return total, (terms, fake)
+
+    (g_loss, (g_terms, fake)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
+
+    def d_loss_fn(d_params):
+      real_logits, _ = run_d(d_params, real)
+      fake_logits, _ = run_d(d_params, jax.lax.stop_gradient(fake))
+      loss = losses.multiscale_d_loss(real_logits, fake_logits, adversarial)
+      return loss, (real_logits, fake_logits)
+
+    (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+      state.d_params
+    )
+
+    g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
+    g_params = optax.apply_updates(state.g_params, g_updates)
+    d_updates, d_opt_state = state.d_tx.update(d_grads, state.d_opt_state, state.d_params)
+    d_params = optax.apply_updates(state.d_params, d_updates)
+    g_ema_params = state.g_ema_params
+    if g_ema_params is not None:
+      decay = state.g_ema_decay
+      g_ema_params = jax.tree.map(
+        lambda ema, new: decay * ema + (1.0 - decay) * new, g_ema_params, g_params
+      )
+
+    metrics = {
+      'train/g_loss': g_loss,
+      'train/d_loss': d_loss,
+      'train/d_real_score': jnp.mean(jnp.stack([r.mean() for r in real_logits])),
+      'train/d_fake_score': jnp.mean(jnp.stack([f.mean() for f in fake_logits])),
+      'train/g_grad_norm': global_norm(g_grads),
+      'train/d_grad_norm': global_norm(d_grads),
+      'train/g_l1_to_real': jnp.mean(jnp.abs(fake - real)),
+    }
+    metrics.update({f'train/g_{name}': value for name, value in g_terms.items()})
+    new_state = state.replace(
+      step=state.step + 1,
+      g_params=g_params,
+      g_opt_state=g_opt_state,
+      d_params=d_params,
+      d_opt_state=d_opt_state,
+      g_ema_params=g_ema_params,
+    )
+    return new_state, metrics
+
+  return train_step

@@ -1,0 +1,184 @@
+"""SemanticGAN's schedule, pure train step and loop on the procedural streets set (tiny config)."""
+
+import importlib.util
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from semgan_jax import parallel
+from semgan_jax.train import checkpointing, loop, semanticgan_loop
+from semgan_jax.train.semanticgan_step import create_semanticgan_state, make_semanticgan_step
+
+
+@pytest.fixture(scope='module')
+def streets_config(repo_root, tfds_dir):
+  spec = importlib.util.spec_from_file_location('configs_streets', repo_root / 'configs/streets.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config('tiny')
+  config.data.data_dir = tfds_dir
+  return config
+
+
+def test_epoch_schedule_boundaries():
+  schedule = semanticgan_loop.epoch_schedule(2e-4, 10, 3, 2)
+  values = {step: float(schedule(step)) for step in (0, 29, 30, 35, 40, 45, 50, 60)}
+  assert values[0] == values[29] == values[30] == pytest.approx(2e-4)  # epochs 0-2: constant
+  assert values[40] == pytest.approx(1e-4)  # halfway through the decay epochs
+  assert values[35] == pytest.approx(1.5e-4) and values[45] == pytest.approx(0.5e-4)
+  assert values[50] == 0.0 and values[60] == 0.0  # 0 after epoch 5
+
+
+def test_total_steps_follow_the_epochs(streets_config):
+  config = streets_config.copy_and_resolve_references()
+  config.train.num_steps = 0
+  config.optim.epochs_constant, config.optim.epochs_decay = 2, 3
+  assert semanticgan_loop.total_steps(config, 100) == 5 * (100 // config.data.batch_size)
+
+
+def _batch(config, seed=0):
+  rng = np.random.default_rng(seed)
+  b, h, w = config.data.batch_size, config.data.height, config.data.width
+  # Blocky maps, as real ones: a per-pixel random map would make the boundary channel all ones,
+  # a constant that InstanceNorm removes, leaving its weights a zero gradient (Adam's sign noise).
+  blocks = rng.integers(0, config.data.num_classes, (b, h // 8, w // 8)).astype(np.int32)
+  labels = blocks.repeat(8, axis=1).repeat(8, axis=2)
+  return {
+    'image': rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8),
+    'label': labels,
+    'instance': labels * 1000 + (np.arange(w) // 16)[None, None],
+  }
+
+
+@pytest.fixture(scope='module')
+def init_state(streets_config):
+  return create_semanticgan_state(streets_config, jax.random.key(0))
+
+
+def _step(config, **kwargs):
+  return jax.jit(make_semanticgan_step(num_classes=config.data.num_classes, **kwargs))
+
+
+def _changed(a, b):
+  return any(
+    np.any(np.asarray(x) != np.asarray(y))
+    for x, y in zip(*map(jax.tree.leaves, (a, b)), strict=True)
+  )
+
+
+@pytest.mark.parametrize('adversarial', ['lsgan', 'bce', 'hinge'])
+def test_step_updates_both_networks(streets_config, init_state, adversarial):
+  state, metrics = _step(streets_config, adversarial=adversarial, lambda_vgg=0.0)(
+    init_state, _batch(streets_config), jax.random.key(1)
+  )
+  assert int(state.step) == 1
+  for key in ('train/g_loss', 'train/d_loss', 'train/g_adv', 'train/g_feat'):
+    assert np.isfinite(float(metrics[key])), key
+  assert _changed(state.g_params, init_state.g_params)
+  assert _changed(state.d_params, init_state.d_params)
+
+
+def test_generator_terms_never_move_the_discriminator(streets_config, init_state):
+  """D's update is the same whatever G's loss weights are, and G's ignores D's optimizer."""
+  batch, rng = _batch(streets_config), jax.random.key(2)
+  l1 = (1.0, lambda frozen, fake, batch: jnp.mean(jnp.abs(fake)))
+  plain, _ = _step(streets_config, lambda_vgg=0.0)(init_state, batch, rng)
+  heavy, _ = _step(streets_config, lambda_vgg=0.0, lambda_feat=100.0, extra_g_losses={'l1': l1})(
+    init_state, batch, rng
+  )
+  assert not _changed(plain.d_params, heavy.d_params)
+  assert _changed(plain.g_params, heavy.g_params)
+  # A different D optimizer state changes D's update but not G's.
+  other_d_opt = jax.tree.map(lambda x: x + 1.0 if x.dtype == jnp.float32 else x, init_state)
+  other_d_opt = init_state.replace(d_opt_state=other_d_opt.d_opt_state)
+  moved, _ = _step(streets_config, lambda_vgg=0.0)(other_d_opt, batch, rng)
+  assert not _changed(plain.g_params, moved.g_params)
+  assert _changed(plain.d_params, moved.d_params)
+
+
+def test_perceptual_term_uses_the_frozen_vgg(streets_config):
+  from semgan_jax.models.vgg import VGG19Features
+
+  config = streets_config
+  vgg = VGG19Features().init(jax.random.key(3), jnp.zeros((1, 32, 64, 3)))['params']
+  state = create_semanticgan_state(config, jax.random.key(0), {'vgg': vgg})
+  new_state, metrics = _step(config, lambda_vgg=10.0)(state, _batch(config), jax.random.key(1))
+  assert float(metrics['train/g_vgg']) > 0
+  # Frozen means frozen: the VGG weights leave the step untouched.
+  assert not _changed(new_state.frozen_params, state.frozen_params)
+
+
+def test_perceptual_loss_without_weights_is_a_clear_error(streets_config, tmp_path):
+  config = streets_config.copy_and_resolve_references()
+  config.loss.lambda_vgg = 10.0
+  config.loss.vgg_weights = str(tmp_path / 'vgg19.npz')
+  with pytest.raises(loop.UserInputError, match=r'(?s)lambda_vgg=10.0 .*vgg19.npz.*lambda_vgg=0'):
+    semanticgan_loop.train_semanticgan(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run' / 'checkpoints').exists()
+
+
+@pytest.mark.parametrize(
+  ('field', 'value', 'message'),
+  [
+    ('model.block', 'dense', "config.model.block='dense'"),
+    ('data.height', 30, 'divisible by 2\\*\\*config.model.num_downsamplings'),
+    ('data.num_classes', 19, 'streets has 35 classes'),
+    ('loss.adversarial', 'wgan', "config.loss.adversarial='wgan'"),
+    ('loss.lambda_feat', -1.0, 'lambda_feat=-1.0'),
+  ],
+)
+def test_bad_configs_are_named(streets_config, tmp_path, field, value, message):
+  config = streets_config.copy_and_resolve_references()
+  section, name = field.split('.')
+  config[section][name] = value
+  with pytest.raises(loop.UserInputError, match=message):
+    semanticgan_loop.train_semanticgan(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_loop_trains_samples_and_resumes_exactly(streets_config, tmp_path):
+  config = streets_config.copy_and_resolve_references()
+  straight = semanticgan_loop.train_semanticgan(config, str(tmp_path / 'a'))
+  half = config.copy_and_resolve_references()
+  half.train.num_steps = 2
+  semanticgan_loop.train_semanticgan(half, str(tmp_path / 'b'))
+  resumed = semanticgan_loop.train_semanticgan(config, str(tmp_path / 'b'))
+  assert int(straight.step) == int(resumed.step) == 4
+  for a, b in zip(*map(jax.tree.leaves, (straight.g_params, resumed.g_params)), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert (tmp_path / 'a' / 'checkpoints' / '4').is_dir()
+  with Image.open(tmp_path / 'a' / 'samples' / 'step_0000004.png') as grid:
+    # 4 rows of (label | generated | real) tiles of 32x64 with 2-pixel gaps.
+    assert grid.size == (3 * 66 + 2, 4 * 34 + 2)
+  paths = semanticgan_loop.sample_semanticgan(config, str(tmp_path / 'a'), num_samples=2)
+  with Image.open(paths['png']) as grid:
+    assert grid.size == (3 * 66 + 2, 2 * 34 + 2)
+  # A checkpoint of another block type is refused, naming the field.
+  other = config.copy_and_resolve_references()
+  other.model.block = 'resnet'
+  with pytest.raises(checkpointing.CheckpointError, match='model.block'):
+    semanticgan_loop.train_semanticgan(other, str(tmp_path / 'a'))
+
+
+def test_step_on_eight_devices_matches_one(streets_config, init_state):
+  """The same global batch sharded over 8 devices gives the parameters of one device."""
+  step = make_semanticgan_step(num_classes=35, lambda_vgg=0.0)
+  batch, rng = _batch(streets_config), jax.random.key(4)
+  one, one_metrics = jax.jit(step)(init_state, batch, rng)
+  mesh = parallel.create_mesh()
+  repl, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  eight, eight_metrics = jax.jit(
+    step, in_shardings=(repl, sharded, repl), out_shardings=(repl, repl)
+  )(jax.device_put(init_state, repl), jax.device_put(batch, sharded), rng)
+  for key in ('train/g_loss', 'train/d_loss', 'train/g_grad_norm', 'train/d_grad_norm'):
+    np.testing.assert_allclose(float(one_metrics[key]), float(eight_metrics[key]), rtol=1e-5)
+  # Adam's first step is lr·g/(|g| + ε): where a gradient is ~0, summation-order noise moves a
+  # weight by up to ~lr. A wrong reduction would move most weights; allow a handful of those.
+  a = np.concatenate([np.ravel(x) for x in jax.tree.leaves((one.g_params, one.d_params))])
+  b = np.concatenate([np.ravel(x) for x in jax.tree.leaves((eight.g_params, eight.d_params))])
+  off = np.abs(a - b) > 1e-6
+  assert off.mean() < 1e-3, f'{off.sum()} of {off.size} weights differ'
+  assert np.abs(a - b).max() < 2 * 2e-4
