@@ -83,7 +83,7 @@ def metric_passes(size: int, feature_params) -> dict:
   }
 
 
-def throughput(sizes, batch_size: int, iters: int) -> list[tuple]:
+def throughput(sizes, batch_size: int, iters: int, swd_images: int) -> list[tuple]:
   mesh = parallel.create_mesh()
   sharded, replicated = parallel.batch_sharded(mesh), parallel.replicated(mesh)
   params, origin = inception_params()
@@ -112,7 +112,20 @@ def throughput(sizes, batch_size: int, iters: int) -> list[tuple]:
         what += f' ({origin} weights)'
       rows.append((f'{size}x{size}', name, what, rate, compile_s))
       print(f'  {size}x{size} {name}: {rate:.1f} images/s', file=sys.stderr, flush=True)
-  # Host-side finalization, for scale: the Fréchet distance of 2048-d statistics, SWD's sort.
+  # Finalization, once per evaluation: SWD's projections and sorts of every descriptor (for
+  # `swd_images` images at the first size), and the Fréchet distance of 2048-d statistics.
+  size = sizes[0]
+  levels = len(swd.level_resolutions(size, size))
+  real = [rng.normal(size=(swd_images * 128, 147)).astype(np.float32) for _ in range(levels)]
+  fake = [rng.normal(size=(swd_images * 128, 147)).astype(np.float32) for _ in range(levels)]
+  start = time.perf_counter()
+  swd.sliced_wasserstein_distances(
+    real, fake, swd.level_resolutions(size, size), key=jax.random.key(0)
+  )
+  seconds = time.perf_counter() - start
+  rows.append(
+    (f'{size}x{size}', 'swd distance', f'{swd_images} vs {swd_images} images', None, seconds)
+  )
   a = rng.normal(size=(4096, 2048)) @ (rng.normal(size=(2048, 2048)) / 45)
   mu, sigma = a.mean(0), np.cov(a, rowvar=False)
   start = time.perf_counter()
@@ -202,6 +215,7 @@ def main():
   parser.add_argument('--memory_images', type=int, default=64, help='the smaller image count')
   parser.add_argument('--memory_factor', type=int, default=10)
   parser.add_argument('--skip_memory', action='store_true')
+  parser.add_argument('--swd_images', type=int, default=1024, help='for the SWD distance row')
   parser.add_argument('--_memory_child', default='', help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args._memory_child:
@@ -211,9 +225,11 @@ def main():
   sizes = [int(s) for s in args.sizes.split(',')]
   print(f'# {jax.device_count()} x {jax.devices()[0].device_kind}, batch {args.batch_size}')
   print()
-  print('| images | metric | what | images/s | compile s |')
+  print('| images | metric | what | images/s | compile s (or seconds for a one-off) |')
   print('|---|---|---|---|---|')
-  for size, name, what, rate, compile_s in throughput(sizes, args.batch_size, args.iters):
+  for size, name, what, rate, compile_s in throughput(
+    sizes, args.batch_size, args.iters, args.swd_images
+  ):
     rate_text = f'{rate:.1f}' if rate is not None else '-'
     print(f'| {size} | {name} | {what} | {rate_text} | {compile_s:.2f} |')
   if args.skip_memory:

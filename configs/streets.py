@@ -44,6 +44,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # weights, which a fresh machine does not have (see semgan_jax.weights.vgg19 to convert them).
   config.loss.lambda_vgg = 0.0
   config.loss.vgg_weights = ''  # Converted .npz ('' = ~/.cache/semgan_jax/weights/vgg19.npz).
+  config.loss.lambda_sipl = 0.0  # SIPL (λ2 = 1 in the paper) needs ERFNet: a later issue.
 
   config.optim = ml_collections.ConfigDict()
   config.optim.lr = 2e-4
@@ -61,7 +62,18 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.train.num_samples = 8  # Validation pairs shown as label | generated | real rows.
   config.train.max_checkpoints = 3
 
+  # Held-out pairs translated and compared with their photos (fields: PHOTO_DEFAULTS in
+  # semgan_jax/evaluation/photo_evaluator.py); at the end of training and by --mode=eval.
   config.evals = ml_collections.ConfigDict()
+  config.evals.photos = ml_collections.ConfigDict()
+  config.evals.photos.type = 'photos'
+  config.evals.photos.every_steps = 1_000
+  config.evals.photos.split = 'validation'
+  config.evals.photos.num_images = 0  # All 100 validation pairs at 64x128.
+  config.evals.photos.batch_size = 8
+  config.evals.photos.swd = True
+  # FID: needs the converted Inception weights (README, "FID weights"); ~4 images/s on a CPU.
+  config.evals.photos.fid = False
 
   if variant == 'tiny':
     config.data.config_name = '32x64'
@@ -77,6 +89,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     config.train.ckpt_every_steps = 2
     config.train.sample_every_steps = 2
     config.train.num_samples = 4
+    config.evals.photos.every_steps = 4
+    config.evals.photos.num_images = 12  # Of the 20 validation pairs; a padded last batch.
   elif variant:
     raise ValueError(f"configs/streets.py: unknown variant {variant!r}; expected '' or 'tiny'.")
   return config

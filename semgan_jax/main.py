@@ -106,10 +106,12 @@ def _run_semanticgan():
       FLAGS.config, FLAGS.workdir, num_samples=FLAGS.num_samples
     )
     print(f'Wrote {paths["png"]}')
-  else:
-    raise loop.UserInputError(
-      f'--mode={FLAGS.mode} is not available for SemanticGAN configs yet (train, sample).'
+  elif FLAGS.mode == 'eval':
+    results = semanticgan_loop.evaluate_semanticgan(
+      FLAGS.config, FLAGS.workdir, step=FLAGS.checkpoint_step
     )
+    step = results['step']
+    print(f'Evaluated step {step}: {results["workdir"]}/eval/step_{step:07d}.json')
 
 
 def parse_flags(argv: list[str]) -> list[str]:

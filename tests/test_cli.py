@@ -195,3 +195,24 @@ def test_user_errors_are_one_line(bad_runs, case):
 def test_flag_errors_are_one_line(bad_runs, case):
   result, _ = bad_runs[case]
   assert 'Traceback' not in result.stderr, _details(result)
+
+
+def test_semanticgan_train_and_sample(cli, repo_root, tiny_config, tmp_path):
+  """configs/streets.py:tiny through main.py: the task dispatch, training and triplet samples."""
+  workdir = tmp_path / 'streets'
+  streets = [
+    '--config=configs/streets.py:tiny',
+    f'--config.data.data_dir={tiny_config.data.data_dir}',
+    f'--workdir={workdir}',
+  ]
+  result = cli(*streets, config=False)
+  assert result.returncode == 0, _details(result)
+  assert (workdir / 'checkpoints' / '4').is_dir()
+  result = cli(*streets, '--mode=sample', '--num_samples=2', config=False)
+  assert result.returncode == 0, _details(result)
+  with Image.open(workdir / 'samples' / 'triplets_step4.png') as image:
+    assert image.size == (3 * 66 + 2, 2 * 34 + 2)
+  result = cli(*streets, '--mode=eval', '--checkpoint_step=2', config=False)
+  assert result.returncode == 0, _details(result)
+  metrics = json.loads((workdir / 'eval' / 'step_0000002.json').read_text())
+  assert np.isfinite(metrics['evaluators']['photos']['metrics']['swd_avg'])

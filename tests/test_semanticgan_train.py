@@ -1,6 +1,7 @@
 """SemanticGAN's schedule, pure train step and loop on the procedural streets set (tiny config)."""
 
 import importlib.util
+import json
 
 import jax
 import jax.numpy as jnp
@@ -124,7 +125,8 @@ def test_perceptual_loss_without_weights_is_a_clear_error(streets_config, tmp_pa
   ('field', 'value', 'message'),
   [
     ('model.block', 'dense', "config.model.block='dense'"),
-    ('data.height', 30, 'divisible by 2\\*\\*config.model.num_downsamplings'),
+    ('data.height', 30, 'height/width=30x64, but streets:32x64 is 32x64'),
+    ('model.num_downsamplings', 6, 'divisible by 2\\*\\*config.model.num_downsamplings=64'),
     ('data.num_classes', 19, 'streets has 35 classes'),
     ('loss.adversarial', 'wgan', "config.loss.adversarial='wgan'"),
     ('loss.lambda_feat', -1.0, 'lambda_feat=-1.0'),
@@ -153,6 +155,13 @@ def test_loop_trains_samples_and_resumes_exactly(streets_config, tmp_path):
   with Image.open(tmp_path / 'a' / 'samples' / 'step_0000004.png') as grid:
     # 4 rows of (label | generated | real) tiles of 32x64 with 2-pixel gaps.
     assert grid.size == (3 * 66 + 2, 4 * 34 + 2)
+  # The photos evaluator ran at the last step (12 validation pairs, a padded batch of 8).
+  results = json.loads((tmp_path / 'a' / 'eval' / 'step_0000004.json').read_text())
+  metrics = results['evaluators']['photos']['metrics']
+  assert metrics['num_images'] == 12
+  assert np.isfinite(metrics['swd_avg']) and 0 < metrics['l1'] < 2
+  again = semanticgan_loop.evaluate_semanticgan(config, str(tmp_path / 'a'), step=4)
+  np.testing.assert_allclose(again['evaluators']['photos']['metrics']['l1'], metrics['l1'])
   paths = semanticgan_loop.sample_semanticgan(config, str(tmp_path / 'a'), num_samples=2)
   with Image.open(paths['png']) as grid:
     assert grid.size == (3 * 66 + 2, 2 * 34 + 2)
@@ -182,3 +191,43 @@ def test_step_on_eight_devices_matches_one(streets_config, init_state):
   off = np.abs(a - b) > 1e-6
   assert off.mean() < 1e-3, f'{off.sum()} of {off.size} weights differ'
   assert np.abs(a - b).max() < 2 * 2e-4
+
+
+def _cityscapes_config(repo_root, variant):
+  spec = importlib.util.spec_from_file_location('configs_city', repo_root / 'configs/cityscapes.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def test_ablation_columns(repo_root):
+  """Table 1's columns a-f: the residual block and whether SIPL is on."""
+  expected = {
+    'a': ('resnet', 0.0),
+    'b': ('res2net', 0.0),
+    'c': ('resnet', 1.0),
+    'd': ('res2net', 1.0),
+    'e': ('crb', 0.0),
+    'f': ('crb', 1.0),
+  }
+  for column, (block, sipl) in expected.items():
+    config = _cityscapes_config(repo_root, column)
+    assert (config.model.block, config.loss.lambda_sipl) == (block, sipl)
+  full = _cityscapes_config(repo_root, '')
+  assert (full.data.height, full.data.width, full.model.num_blocks) == (512, 1024, 9)
+  assert (full.optim.epochs_constant, full.optim.epochs_decay) == (100, 100)
+  with pytest.raises(ValueError, match="unknown variant 'g'"):
+    _cityscapes_config(repo_root, 'g')
+
+
+def test_cityscapes_without_archives_and_sipl_are_clear_errors(repo_root, tmp_path):
+  config = _cityscapes_config(repo_root, 'e,small')
+  config.loss.lambda_vgg = 0.0
+  config.data.data_dir = str(tmp_path / 'tfds')
+  config.data.manual_dir = str(tmp_path / 'manual')
+  with pytest.raises(loop.UserInputError, match='leftImg8bit_trainvaltest.zip'):
+    semanticgan_loop.train_semanticgan(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run' / 'checkpoints').exists()
+  with_sipl = _cityscapes_config(repo_root, 'f,small')
+  with pytest.raises(loop.UserInputError, match='lambda_sipl=1.0: SIPL needs a frozen ERFNet'):
+    semanticgan_loop.train_semanticgan(with_sipl, str(tmp_path / 'run_f'))

@@ -53,7 +53,7 @@ class EvalConfigError(ValueError):
   """A `config.evals` entry is malformed; the message names the field."""
 
 
-def _check_fields(name: str, cfg: dict, defaults: dict) -> dict:
+def check_fields(name: str, cfg: dict, defaults: dict) -> dict:
   unknown = sorted(set(cfg) - set(defaults))
   if unknown:
     raise EvalConfigError(
@@ -76,14 +76,14 @@ def _check_fields(name: str, cfg: dict, defaults: dict) -> dict:
   return merged
 
 
-def _to_host(x) -> np.ndarray:
+def to_host(x) -> np.ndarray:
   """A (possibly multi-process) global array as one numpy array on every process."""
   if jax.process_count() > 1:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(jax.device_get(x))
 
 
-class _Progress:
+class Progress:
   """Log lines with images done, rate and ETA, at most every `interval` seconds."""
 
   def __init__(self, what: str, total: int, interval: float = 15.0):
@@ -109,7 +109,7 @@ class _Progress:
 
 
 @dataclasses.dataclass
-class _SetStatistics:
+class SetStatistics:
   """Everything the metrics need from one set of images, merged over batches on the host."""
 
   num_images: int = 0
@@ -125,7 +125,7 @@ class _SetStatistics:
 def check_label_map_config(name: str, cfg, spec, num_examples: int, num_devices: int) -> dict:
   """Checks a `label_maps` entry against the data set and devices; returns it with defaults."""
   cfg = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg)
-  c = _check_fields(name, cfg, LABEL_MAP_DEFAULTS)
+  c = check_fields(name, cfg, LABEL_MAP_DEFAULTS)
   if c['num_images'] < 2:
     raise EvalConfigError(f'config.evals.{name}.num_images={c["num_images"]}; expected >= 2.')
   if c['num_images'] > num_examples:
@@ -171,6 +171,64 @@ def check_evals_config(evals_config, spec, num_examples: int, num_devices: int) 
       raise EvalConfigError(
         f'config.evals.{name}.type={cfg["type"]!r}; expected one of {EVALUATOR_TYPES}.'
       )
+
+
+def merge_batch(stats: SetStatistics, out: dict, valid: np.ndarray) -> None:
+  """Adds one batch's pass outputs (only its `valid` rows) to a set's statistics."""
+  n = int(valid.sum())
+  stats.num_images += n
+  if 'descriptors' in out:
+    levels = [to_host(d)[valid] for d in out['descriptors']]
+    stats.descriptors.add([level.reshape(-1, level.shape[-1]) for level in levels])
+  if 'moments' in out:
+    moments = {k: to_host(v) for k, v in out['moments'].items()}
+    if stats.gaussian is None:
+      stats.gaussian = statistics.GaussianStats(moments['mean'].shape[0])
+    stats.gaussian.add_moments(moments['count'], moments['mean'], moments['scatter'])
+  if 'features' in out:
+    stats.features.append(to_host(out['features'])[valid])
+  if 'class_counts' in out:
+    counts = to_host(out['class_counts']).astype(np.int64)
+    stats.class_counts = counts if stats.class_counts is None else stats.class_counts + counts
+    stats.off_palette += int(to_host(out['off_palette']))
+  if 'ms_ssim_sum' in out:
+    stats.ms_ssim_sum += float(to_host(out['ms_ssim_sum']))
+    stats.ms_ssim_pairs += int(round(float(to_host(out['ms_ssim_pairs']))))
+
+
+def load_inception(name: str, fid_weights: str) -> tuple[Callable, Any, str]:
+  """The FID Inception: (feature_fn(params, images), params, path); errors name the field."""
+  from semgan_jax.evaluation import inception_features
+  from semgan_jax.weights import fid_inception
+
+  try:
+    path = fid_inception.ensure_weights(fid_weights or None)
+    params = fid_inception.load_params(path)
+  except (OSError, ValueError) as e:
+    raise EvalConfigError(f'config.evals.{name}.fid_weights: {e}') from e
+  return inception_features.inception_features, params, str(path)
+
+
+def distribution_metrics(cfg: dict, real: SetStatistics, fake: SetStatistics, resolutions) -> dict:
+  """SWD, FID and KID of two sets' statistics, as `cfg` asks."""
+  metrics = {}
+  if cfg['swd']:
+    key = jax.random.fold_in(jax.random.key(cfg['seed']), 4)
+    metrics.update(
+      swd_lib.sliced_wasserstein_distances(
+        real.descriptors.levels(), fake.descriptors.levels(), resolutions, key=key
+      )
+    )
+  if cfg['fid']:
+    metrics['fid'] = statistics.frechet_distance(
+      real.gaussian.mean, real.gaussian.covariance, fake.gaussian.mean, fake.gaussian.covariance
+    )
+  if cfg['kid']:
+    kid, kid_std = statistics.kernel_inception_distance(
+      np.concatenate(real.features), np.concatenate(fake.features), seed=cfg['seed']
+    )
+    metrics['kid'], metrics['kid_std'] = kid, kid_std
+  return metrics
 
 
 class LabelMapEvaluator:
@@ -222,22 +280,15 @@ class LabelMapEvaluator:
       self.feature_params = jax.device_put(self.feature_params, parallel.replicated(mesh))
     self._palette = jnp.asarray(spec.palette, jnp.uint8)
     self._generate = generate_fn
-    self._real_stats: _SetStatistics | None = None
+    self._real_stats: SetStatistics | None = None
     self._compile()
 
   # Construction helpers.
 
   def _inception_features(self) -> tuple[Callable, Any]:
-    from semgan_jax.evaluation import inception_features
-    from semgan_jax.weights import fid_inception
-
-    try:
-      path = fid_inception.ensure_weights(self.cfg['fid_weights'] or None)
-      params = fid_inception.load_params(path)
-    except (OSError, ValueError) as e:
-      raise EvalConfigError(f'config.evals.{self.name}.fid_weights: {e}') from e
-    self.protocol['fid_weights'] = str(path)
-    return inception_features.inception_features, params
+    fn, params, path = load_inception(self.name, self.cfg['fid_weights'])
+    self.protocol['fid_weights'] = path
+    return fn, params
 
   def _protocol(self) -> dict[str, Any]:
     """How the numbers were made: written next to them, since published numbers drift with it."""
@@ -345,26 +396,8 @@ class LabelMapEvaluator:
   def _num_batches(self) -> int:
     return -(-self.cfg['num_images'] // self.cfg['batch_size'])
 
-  def _merge(self, stats: _SetStatistics, out: dict, valid: np.ndarray) -> None:
-    n = int(valid.sum())
-    stats.num_images += n
-    if 'descriptors' in out:
-      levels = [_to_host(d)[valid] for d in out['descriptors']]
-      stats.descriptors.add([level.reshape(-1, level.shape[-1]) for level in levels])
-    if 'moments' in out:
-      moments = {k: _to_host(v) for k, v in out['moments'].items()}
-      if stats.gaussian is None:
-        stats.gaussian = statistics.GaussianStats(moments['mean'].shape[0])
-      stats.gaussian.add_moments(moments['count'], moments['mean'], moments['scatter'])
-    if 'features' in out:
-      stats.features.append(_to_host(out['features'])[valid])
-    if 'class_counts' in out:
-      counts = _to_host(out['class_counts']).astype(np.int64)
-      stats.class_counts = counts if stats.class_counts is None else stats.class_counts + counts
-      stats.off_palette += int(_to_host(out['off_palette']))
-    if 'ms_ssim_sum' in out:
-      stats.ms_ssim_sum += float(_to_host(out['ms_ssim_sum']))
-      stats.ms_ssim_pairs += int(round(float(_to_host(out['ms_ssim_pairs']))))
+  def _merge(self, stats: SetStatistics, out: dict, valid: np.ndarray) -> None:
+    merge_batch(stats, out, valid)
 
   def _real_batch(self, batch_index: int) -> tuple[jax.Array, np.ndarray]:
     """This batch's real label maps as a global array (each process loads its rows only)."""
@@ -379,15 +412,15 @@ class LabelMapEvaluator:
     return parallel.make_global_batch(labels, self.mesh), valid
 
   def _stream(self, what: str, run_batch: Callable[[int], tuple[dict, np.ndarray]]):
-    stats = _SetStatistics()
-    progress = _Progress(f'eval {self.name} [{what}]', self.cfg['num_images'])
+    stats = SetStatistics()
+    progress = Progress(f'eval {self.name} [{what}]', self.cfg['num_images'])
     for batch_index in range(self._num_batches()):
       out, valid = run_batch(batch_index)
       self._merge(stats, out, valid)
       progress.update(stats.num_images)
     return stats
 
-  def real_statistics(self) -> _SetStatistics:
+  def real_statistics(self) -> SetStatistics:
     """The real set's statistics (computed on the first call, then kept)."""
     if self._real_stats is None:
 
@@ -398,7 +431,7 @@ class LabelMapEvaluator:
       self._real_stats = self._stream('real', run_batch)
     return self._real_stats
 
-  def generated_statistics(self, state) -> _SetStatistics:
+  def generated_statistics(self, state) -> SetStatistics:
     batch_size, num_images = self.cfg['batch_size'], self.cfg['num_images']
 
     def run_batch(batch_index):
@@ -422,27 +455,12 @@ class LabelMapEvaluator:
     metrics['eval_seconds'] = time.perf_counter() - start
     return {'metrics': metrics, 'protocol': self.protocol}
 
-  def compare(self, real: _SetStatistics, fake: _SetStatistics) -> dict[str, float]:
+  def compare(self, real: SetStatistics, fake: SetStatistics) -> dict[str, float]:
     """The metrics of a generated set's statistics against the real set's."""
     c, spec = self.cfg, self.spec
     metrics: dict[str, float] = {'num_images': float(fake.num_images)}
-    if c['swd']:
-      key = jax.random.fold_in(jax.random.key(c['seed']), 4)
-      resolutions = swd_lib.level_resolutions(spec.image_size, spec.image_size)
-      metrics.update(
-        swd_lib.sliced_wasserstein_distances(
-          real.descriptors.levels(), fake.descriptors.levels(), resolutions, key=key
-        )
-      )
-    if c['fid']:
-      metrics['fid'] = statistics.frechet_distance(
-        real.gaussian.mean, real.gaussian.covariance, fake.gaussian.mean, fake.gaussian.covariance
-      )
-    if c['kid']:
-      kid, kid_std = statistics.kernel_inception_distance(
-        np.concatenate(real.features), np.concatenate(fake.features), seed=c['seed']
-      )
-      metrics['kid'], metrics['kid_std'] = kid, kid_std
+    resolutions = swd_lib.level_resolutions(spec.image_size, spec.image_size)
+    metrics.update(distribution_metrics(c, real, fake, resolutions))
     if c['ms_ssim']:
       metrics['ms_ssim'] = fake.ms_ssim_sum / max(fake.ms_ssim_pairs, 1)
       metrics['ms_ssim_real'] = real.ms_ssim_sum / max(real.ms_ssim_pairs, 1)

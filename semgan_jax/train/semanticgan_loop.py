@@ -15,9 +15,11 @@ from etils import epath
 from semgan_jax import data as data_lib
 from semgan_jax import images, parallel
 from semgan_jax.data import paired
+from semgan_jax.evaluation import evaluator as evaluator_lib
+from semgan_jax.evaluation import photo_evaluator
 from semgan_jax.models import BLOCKS
 from semgan_jax.train import checkpointing
-from semgan_jax.train.loop import UserInputError, format_duration, prepare_workdir
+from semgan_jax.train.loop import UserInputError, format_duration, prepare_workdir, run_evaluators
 from semgan_jax.train.semanticgan_step import (
   create_semanticgan_state,
   make_semanticgan_step,
@@ -62,10 +64,15 @@ def validate_semanticgan_config(config: ml_collections.ConfigDict) -> data_lib.D
       raise UserInputError(message)
 
   try:
-    spec = data_lib.get_dataset_spec(config.data.name)
+    spec = data_lib.get_dataset_spec(config.data.name, config.data.config_name)
   except ValueError as e:
     raise UserInputError(str(e)) from e
   d, m, loss = config.data, config.model, config.loss
+  expect(
+    (d.height, d.width) == (spec.height, spec.width),
+    f'config.data.height/width={d.height}x{d.width}, but {spec.name}:{d.config_name} is '
+    f'{spec.height}x{spec.width}.',
+  )
   expect(
     d.num_classes == spec.num_classes,
     f'config.data.num_classes={d.num_classes}, but {spec.name} has {spec.num_classes} classes.',
@@ -84,6 +91,12 @@ def validate_semanticgan_config(config: ml_collections.ConfigDict) -> data_lib.D
   for name in ('lambda_feat', 'lambda_vgg'):
     expect(loss[name] >= 0, f'config.loss.{name}={loss[name]}; expected >= 0.')
   expect(0.0 <= m.g_ema_decay < 1.0, f'config.model.g_ema_decay={m.g_ema_decay}; expected [0, 1).')
+  # SIPL scores G's photos with a frozen Cityscapes ERFNet, which is not part of the library yet.
+  expect(
+    loss.get('lambda_sipl', 0.0) == 0,
+    f'config.loss.lambda_sipl={loss.get("lambda_sipl")}: SIPL needs a frozen ERFNet segmenter, '
+    'which semgan_jax does not provide yet; run without it: --config.loss.lambda_sipl=0',
+  )
   expect(d.batch_size > 0, f'config.data.batch_size={d.batch_size}; expected > 0.')
   return spec
 
@@ -122,11 +135,37 @@ def _init_state(config, mesh, frozen, num_examples: int) -> GANState:
   return init(init_rng, frozen)
 
 
+def _load_source(config, split: str = 'train'):
+  """The data set's split, prepared on first use; missing or broken files become one line."""
+  try:
+    return data_lib.load_source(
+      config.data.name,
+      config.data.data_dir,
+      split=split,
+      config_name=config.data.config_name,
+      manual_dir=config.data.get('manual_dir') or None,
+    )
+  except (OSError, ValueError) as e:
+    raise UserInputError(f'data set {config.data.name!r}: {e}') from e
+
+
+def _build_evaluators(config, spec, mesh) -> dict:
+  """The `photos` evaluators of `config.evals`; config and weight problems become one line."""
+  try:
+    return photo_evaluator.build_photo_evaluators(
+      config.evals,
+      spec=spec,
+      load_split=functools.partial(_load_source, config),
+      mesh=mesh,
+      translate_fn=functools.partial(translate, num_classes=spec.num_classes),
+    )
+  except evaluator_lib.EvalConfigError as e:
+    raise UserInputError(str(e)) from e
+
+
 def _validation_examples(config, count: int) -> dict:
   """The first `count` validation pairs: fixed inputs for sample grids."""
-  source = data_lib.load_source(
-    config.data.name, config.data.data_dir, config_name=config.data.config_name, split='validation'
-  )
+  source = _load_source(config, 'validation')
   examples = [source[i] for i in range(min(count, len(source)))]
   return {
     key: np.stack([np.asarray(e[key]) for e in examples]).astype(
@@ -160,9 +199,7 @@ def train_semanticgan(config: ml_collections.ConfigDict, workdir: str) -> GANSta
     raise UserInputError(str(e)) from e
   frozen = load_frozen_params(config)
 
-  source = data_lib.load_source(
-    config.data.name, config.data.data_dir, config_name=config.data.config_name
-  )
+  source = _load_source(config)
   data_iter = paired.create_paired_iterator(
     source,
     global_batch_size=config.data.batch_size,
@@ -211,6 +248,7 @@ def train_semanticgan(config: ml_collections.ConfigDict, workdir: str) -> GANSta
   )
   fixed = _validation_examples(config, config.train.num_samples)
   translate_fn = jax.jit(functools.partial(translate, num_classes=spec.num_classes))
+  evaluators = _build_evaluators(config, spec, mesh)
   train_rng = jax.random.key(config.seed)
 
   def write_samples(step: int):
@@ -270,6 +308,13 @@ def train_semanticgan(config: ml_collections.ConfigDict, workdir: str) -> GANSta
       write_samples(done)
     if done % t.ckpt_every_steps == 0 or done == num_steps:
       ckpt.save(done, state, data_iter, force=True)
+    due = {
+      name: ev
+      for name, ev in evaluators.items()
+      if ev.cfg['every_steps'] and (done % ev.cfg['every_steps'] == 0 or done == num_steps)
+    }
+    if due:
+      run_evaluators(due, state, workdir, writer)
 
   if start_step >= num_steps:
     logging.info('Nothing to do: the checkpoint is at step %d >= num_steps.', start_step)
@@ -290,9 +335,7 @@ def sample_semanticgan(config, workdir: str, *, num_samples: int) -> dict[str, s
   if not checkpointing.has_checkpoint(workdir):
     raise UserInputError(f'no checkpoint in {workdir}/checkpoints; train first (--mode=train).')
   mesh = parallel.create_mesh()
-  source = data_lib.load_source(
-    config.data.name, config.data.data_dir, config_name=config.data.config_name
-  )
+  source = _load_source(config)
   # The frozen loss networks are not needed to sample: an empty dict fits the checkpoint.
   ckpt = checkpointing.Checkpointer(workdir)
   state = ckpt.restore(_init_state(config, mesh, {}, len(source)))
@@ -309,3 +352,26 @@ def sample_semanticgan(config, workdir: str, *, num_samples: int) -> dict[str, s
   if jax.process_index() == 0:
     images.write_png(path, grid)
   return {'png': os.fspath(path)}
+
+
+def evaluate_semanticgan(config, workdir: str, *, step: int | None = None) -> dict:
+  """`--mode=eval`: the `photos` evaluators of `config.evals` on a checkpoint of `workdir`."""
+  spec = validate_semanticgan_config(config)
+  if not config.evals:
+    raise UserInputError('config.evals is empty: nothing to evaluate (see configs/streets.py).')
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  checkpointing.check_config_compatible(workdir, config)
+  if not checkpointing.has_checkpoint(workdir):
+    raise UserInputError(f'no checkpoint in {workdir}/checkpoints; train first (--mode=train).')
+  mesh = parallel.create_mesh()
+  source = _load_source(config)
+  ckpt = checkpointing.Checkpointer(workdir)
+  state = ckpt.restore(_init_state(config, mesh, {}, len(source)), step=step)
+  ckpt.close()
+  evaluators = _build_evaluators(config, spec, mesh)
+  writer = create_metric_writer(workdir)
+  try:
+    return run_evaluators(evaluators, state, workdir, writer)
+  finally:
+    writer.flush()
+    writer.close()
