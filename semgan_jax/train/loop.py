@@ -6,6 +6,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -301,18 +302,69 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     np.asarray(jax.random.key_data(state.rng)), impl=jax.random.key_impl(state.rng)
   )
 
-  def write_samples(step: int):
+  def write_samples(state: GANState, step: int):
     grid, _ = _sample_grid(sample_fn(state, fixed_z), config.model.head, spec.palette)
     if jax.process_index() == 0:
       images.write_png(epath.Path(workdir) / 'samples' / f'step_{step:07d}.png', grid)
       writer.write_images(step, {'samples': grid[None]})
 
-  t = config.train
+  def describe(summary: dict) -> str:
+    return (
+      f'g_loss {summary["train/g_loss"]:.4f} | d_loss {summary["train/d_loss"]:.4f} | '
+      f'D(real) {summary["train/d_real_prob"]:.2f} D(fake) {summary["train/d_fake_prob"]:.2f}'
+    )
+
+  return run_training(
+    state=state,
+    start_step=start_step,
+    num_steps=num_steps,
+    train_config=config.train,
+    next_batch=lambda: parallel.make_global_batch({'label': next(data_iter)['label']}, mesh),
+    train_step=train_step,
+    train_rng=train_rng,
+    describe=describe,
+    write_samples=write_samples,
+    ckpt=ckpt,
+    data_iter=data_iter,
+    evaluators=evaluators,
+    workdir=workdir,
+    writer=writer,
+  )
+
+
+def run_training(
+  *,
+  state: GANState,
+  start_step: int,
+  num_steps: int,
+  train_config: ml_collections.ConfigDict,
+  next_batch: Callable[[], dict],
+  train_step: Callable,
+  train_rng: jax.Array,
+  describe: Callable[[dict], str],
+  write_samples: Callable[[GANState, int], None],
+  ckpt: checkpointing.Checkpointer,
+  data_iter,
+  evaluators: dict,
+  workdir: str,
+  writer,
+  extra_scalars: Callable[[int], dict] | None = None,
+) -> GANState:
+  """The loop both models share: steps, progress lines, scalars, samples, checkpoints, evals.
+
+  Per-step keys are `fold_in(train_rng, step)`. Every `train_config.log_every_steps` it averages
+  the pending metrics, writes them (plus `extra_scalars(step)`) and prints `step i/n | <describe
+  (summary)> | steps/s | ETA`; samples, checkpoints and due evaluators follow their cadences and
+  the last step. Closes the checkpointer and the writer at the end.
+
+  Returns:
+    The final state.
+  """
+  t = train_config
   pending, timing_start, timed_steps = [], None, 0
   for step in range(start_step, num_steps):
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      batch = parallel.make_global_batch({'label': next(data_iter)['label']}, mesh)
-      state, metrics = train_step(state, batch, jax.random.fold_in(train_rng, step))
+      state, metrics = train_step(state, next_batch(), jax.random.fold_in(train_rng, step))
     pending.append(metrics)
     done = step + 1
     if timing_start is None:
@@ -327,27 +379,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
       fetched = jax.device_get(pending)
       summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
       pending = []
-      now = time.perf_counter()
-      rate = timed_steps / max(now - timing_start, 1e-9) if timed_steps else 0.0
+      rate = timed_steps / max(time.perf_counter() - timing_start, 1e-9) if timed_steps else 0.0
       summary['train/steps_per_sec'] = rate
+      if extra_scalars is not None:
+        summary.update(extra_scalars(done))
       writer.write_scalars(done, summary)
       eta = format_duration((num_steps - done) / rate) if rate else '?'
       logging.info(
-        'step %d/%d | g_loss %.4f | d_loss %.4f | D(real) %.2f D(fake) %.2f | %.2f steps/s | '
-        'ETA %s',
-        done,
-        num_steps,
-        summary['train/g_loss'],
-        summary['train/d_loss'],
-        summary['train/d_real_prob'],
-        summary['train/d_fake_prob'],
-        rate,
-        eta,
+        'step %d/%d | %s | %.2f steps/s | ETA %s', done, num_steps, describe(summary), rate, eta
       )
       if not all(np.isfinite(v) for v in summary.values()):
         raise FloatingPointError(f'non-finite training metrics at step {done}: {summary}')
     if done % t.sample_every_steps == 0 or done == num_steps:
-      write_samples(done)
+      write_samples(state, done)
     if done % t.ckpt_every_steps == 0 or done == num_steps:
       ckpt.save(done, state, data_iter, force=True)
     due = {
@@ -440,4 +484,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
     writer.close()
 
 
-__all__ = ['UserInputError', 'evaluate', 'sample', 'train_and_evaluate', 'validate_config']
+__all__ = [
+  'UserInputError',
+  'evaluate',
+  'run_training',
+  'sample',
+  'train_and_evaluate',
+  'validate_config',
+]

@@ -2,7 +2,6 @@
 
 import functools
 import os
-import time
 
 import jax
 import ml_collections
@@ -19,7 +18,12 @@ from semgan_jax.evaluation import evaluator as evaluator_lib
 from semgan_jax.evaluation import photo_evaluator
 from semgan_jax.models import BLOCKS
 from semgan_jax.train import checkpointing
-from semgan_jax.train.loop import UserInputError, format_duration, prepare_workdir, run_evaluators
+from semgan_jax.train.loop import (
+  UserInputError,
+  prepare_workdir,
+  run_evaluators,
+  run_training,
+)
 from semgan_jax.train.semanticgan_step import (
   create_semanticgan_state,
   make_semanticgan_step,
@@ -250,79 +254,45 @@ def train_semanticgan(config: ml_collections.ConfigDict, workdir: str) -> GANSta
   translate_fn = jax.jit(functools.partial(translate, num_classes=spec.num_classes))
   evaluators = _build_evaluators(config, spec, mesh)
   train_rng = jax.random.key(config.seed)
+  schedule = epoch_schedule(
+    config.optim.lr,
+    steps_per_epoch(len(source), config.data.batch_size),
+    config.optim.epochs_constant,
+    config.optim.epochs_decay,
+  )
 
-  def write_samples(step: int):
+  def write_samples(state: GANState, step: int):
     generated = jax.device_get(translate_fn(state, fixed['label'], fixed['instance']))
     grid = triplet_grid(fixed['label'], generated, fixed['image'], spec.palette)
     if jax.process_index() == 0:
       images.write_png(epath.Path(workdir) / 'samples' / f'step_{step:07d}.png', grid)
       writer.write_images(step, {'samples': grid[None]})
 
-  t = config.train
-  pending, timing_start, timed_steps = [], None, 0
-  for step in range(start_step, num_steps):
-    with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      batch = parallel.make_global_batch(next(data_iter), mesh)
-      state, metrics = train_step(state, batch, jax.random.fold_in(train_rng, step))
-    pending.append(metrics)
-    done = step + 1
-    if timing_start is None:
-      jax.block_until_ready(metrics)
-      timing_start = time.perf_counter()
-      logging.info('First step (with compilation) done at step %d.', done)
-    else:
-      timed_steps += 1
-    if done % t.log_every_steps == 0 or done == num_steps:
-      fetched = jax.device_get(pending)
-      summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-      pending = []
-      rate = timed_steps / max(time.perf_counter() - timing_start, 1e-9) if timed_steps else 0.0
-      summary['train/steps_per_sec'] = rate
-      summary['train/lr'] = float(
-        epoch_schedule(
-          config.optim.lr,
-          steps_per_epoch(len(source), config.data.batch_size),
-          config.optim.epochs_constant,
-          config.optim.epochs_decay,
-        )(done)
-      )
-      writer.write_scalars(done, summary)
-      eta = format_duration((num_steps - done) / rate) if rate else '?'
-      logging.info(
-        'step %d/%d | g_loss %.4f (adv %.3f feat %.3f%s) | d_loss %.4f | L1 %.3f | %.2f steps/s '
-        '| ETA %s',
-        done,
-        num_steps,
-        summary['train/g_loss'],
-        summary['train/g_adv'],
-        summary['train/g_feat'],
-        f' vgg {summary["train/g_vgg"]:.3f}' if 'train/g_vgg' in summary else '',
-        summary['train/d_loss'],
-        summary['train/g_l1_to_real'],
-        rate,
-        eta,
-      )
-      if not all(np.isfinite(v) for v in summary.values()):
-        raise FloatingPointError(f'non-finite training metrics at step {done}: {summary}')
-    if done % t.sample_every_steps == 0 or done == num_steps:
-      write_samples(done)
-    if done % t.ckpt_every_steps == 0 or done == num_steps:
-      ckpt.save(done, state, data_iter, force=True)
-    due = {
-      name: ev
-      for name, ev in evaluators.items()
-      if ev.cfg['every_steps'] and (done % ev.cfg['every_steps'] == 0 or done == num_steps)
-    }
-    if due:
-      run_evaluators(due, state, workdir, writer)
+  def describe(summary: dict) -> str:
+    vgg = f' vgg {summary["train/g_vgg"]:.3f}' if 'train/g_vgg' in summary else ''
+    return (
+      f'g_loss {summary["train/g_loss"]:.4f} (adv {summary["train/g_adv"]:.3f} feat '
+      f'{summary["train/g_feat"]:.3f}{vgg}) | d_loss {summary["train/d_loss"]:.4f} | '
+      f'L1 {summary["train/g_l1_to_real"]:.3f}'
+    )
 
-  if start_step >= num_steps:
-    logging.info('Nothing to do: the checkpoint is at step %d >= num_steps.', start_step)
-  ckpt.wait_until_finished()
-  ckpt.close()
-  writer.flush()
-  writer.close()
-  return state
+  return run_training(
+    state=state,
+    start_step=start_step,
+    num_steps=num_steps,
+    train_config=config.train,
+    next_batch=lambda: parallel.make_global_batch(next(data_iter), mesh),
+    train_step=train_step,
+    train_rng=train_rng,
+    describe=describe,
+    write_samples=write_samples,
+    ckpt=ckpt,
+    data_iter=data_iter,
+    evaluators=evaluators,
+    workdir=workdir,
+    writer=writer,
+    extra_scalars=lambda step: {'train/lr': float(schedule(step))},
+  )
 
 
 def sample_semanticgan(config, workdir: str, *, num_samples: int) -> dict[str, str]:

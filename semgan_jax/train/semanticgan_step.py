@@ -20,7 +20,7 @@ from semgan_jax.models import LabelToPhotoGenerator, MultiScaleDiscriminator
 from semgan_jax.models.inputs import label_to_generator_input
 from semgan_jax.models.vgg import VGG19Features
 from semgan_jax.train.semgan_step import global_norm
-from semgan_jax.train.state import GANState
+from semgan_jax.train.state import GANState, ema_update
 
 
 def images_to_float(images: jax.Array) -> jax.Array:
@@ -180,10 +180,7 @@ def make_semanticgan_step(
     d_params = optax.apply_updates(state.d_params, d_updates)
     g_ema_params = state.g_ema_params
     if g_ema_params is not None:
-      decay = state.g_ema_decay
-      g_ema_params = jax.tree.map(
-        lambda ema, new: decay * ema + (1.0 - decay) * new, g_ema_params, g_params
-      )
+      g_ema_params = ema_update(g_ema_params, g_params, state.g_ema_decay)
 
     metrics = {
       'train/g_loss': g_loss,

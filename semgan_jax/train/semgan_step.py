@@ -8,7 +8,7 @@ import numpy as np
 import optax
 
 from semgan_jax import losses
-from semgan_jax.train.state import GANState
+from semgan_jax.train.state import GANState, ema_update
 
 GENERATOR_LOSSES = ('feature_matching', 'non_saturating')
 
@@ -151,10 +151,7 @@ def make_train_step(
 
     g_ema_params = state.g_ema_params
     if g_ema_params is not None:
-      decay = state.g_ema_decay
-      g_ema_params = jax.tree.map(
-        lambda ema, new: decay * ema + (1.0 - decay) * new, g_ema_params, g_params
-      )
+      g_ema_params = ema_update(g_ema_params, g_params, state.g_ema_decay)
 
     metrics = {
       'train/d_loss': d_loss,

@@ -45,6 +45,11 @@ class GANState:
   frozen_params: PyTree = None
 
 
+def ema_update(ema_params: PyTree, new_params: PyTree, decay: float) -> PyTree:
+  """One step of the exponential moving average of G's weights: decay·ema + (1 - decay)·new."""
+  return jax.tree.map(lambda ema, new: decay * ema + (1.0 - decay) * new, ema_params, new_params)
+
+
 def build_models(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Module]:
   """Maps `config.model` / `config.data` to plain module fields (modules never see the config)."""
   m, d = config.model, config.data
