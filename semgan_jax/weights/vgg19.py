@@ -25,7 +25,6 @@ import hashlib
 import os
 import pathlib
 import pickle
-import secrets
 import sys
 import warnings
 import zipfile
@@ -37,7 +36,7 @@ import numpy as np
 from flax import traverse_util
 
 from semgan_jax.models.vgg import TORCHVISION_INDICES, USED_CONVS, VGG19_CONVS, VGG19Features
-from semgan_jax.weights import torch_archive
+from semgan_jax.weights import npz_io, torch_archive
 
 PUBLISHED_URL = 'https://download.pytorch.org/models/vgg19-dcbb9e9d.pth'
 PUBLISHED_FILE = 'vgg19-dcbb9e9d.pth'
@@ -311,18 +310,7 @@ def convert(src_pth: str | os.PathLike, out_npz: str | os.PathLike) -> pathlib.P
     arrays[f'{name}/bias'] = np.asarray(tensors[f'{prefix}.bias'], np.float32)
   check_architecture({k: v.shape for k, v in arrays.items()}, str(src_pth))
 
-  out_npz.parent.mkdir(parents=True, exist_ok=True)
-  # A unique name beside the target (so the rename is atomic), opened exclusively; unlike mkstemp's
-  # 0600 file, open() honours the umask, so the result is as readable as any other cache file.
-  tmp = out_npz.with_name(f'.{out_npz.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
-  try:
-    with open(tmp, 'xb') as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, out_npz)
-  except BaseException:
-    tmp.unlink(missing_ok=True)
-    raise
-  return out_npz
+  return npz_io.write_npz_atomically(out_npz, arrays)
 
 
 def load_params(npz_path: str | os.PathLike) -> dict:
@@ -340,21 +328,9 @@ def load_params(npz_path: str | os.PathLike) -> dict:
     ValueError: not an `.npz`, or an `.npz` of another architecture (names the first wrong key).
   """
   npz_path = pathlib.Path(npz_path)
-  if not npz_path.is_file():
-    raise FileNotFoundError(f'no VGG19 weights at {npz_path}. {_how_to_get_weights(npz_path)}')
-  try:
-    with np.load(npz_path, allow_pickle=False) as npz:
-      flat = {key: npz[key] for key in npz.files}
-  except (ValueError, OSError, zipfile.BadZipFile) as e:
-    raise ValueError(f'{npz_path} is not a readable .npz of arrays: {e}') from e
-  check_architecture({k: v.shape for k, v in flat.items()}, str(npz_path))
-  for key, value in flat.items():
-    if not np.issubdtype(value.dtype, np.floating):
-      raise ValueError(f'{npz_path}: {key} has dtype {value.dtype}; expected floating point.')
-  flat = {
-    tuple(key.split('/')): value.astype(np.float32, copy=False) for key, value in flat.items()
-  }
-  return traverse_util.unflatten_dict(flat)
+  return npz_io.load_checked_params(
+    npz_path, check_architecture, f'no VGG19 weights at {npz_path}. {_how_to_get_weights(npz_path)}'
+  )
 
 
 def ensure_weights(path: str | os.PathLike | None = None) -> pathlib.Path:

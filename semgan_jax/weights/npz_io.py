@@ -1,0 +1,58 @@
+"""Our safe weight format: flat `.npz` files of float32 arrays named `module/.../leaf`."""
+
+import os
+import pathlib
+import secrets
+import zipfile
+from collections.abc import Callable
+
+import numpy as np
+from flax import traverse_util
+
+
+def write_npz_atomically(out_npz: pathlib.Path, arrays: dict[str, np.ndarray]) -> pathlib.Path:
+  """Writes `arrays` to `out_npz` through a temporary file and a rename: never half a file."""
+  out_npz.parent.mkdir(parents=True, exist_ok=True)
+  # A unique name beside the target (so the rename is atomic), opened exclusively; unlike mkstemp's
+  # 0600 file, open() honours the umask, so the result is as readable as any other cache file.
+  tmp = out_npz.with_name(f'.{out_npz.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
+  try:
+    with open(tmp, 'xb') as f:
+      np.savez(f, **arrays)
+    os.replace(tmp, out_npz)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+  return out_npz
+
+
+def load_checked_params(
+  npz_path: pathlib.Path,
+  check_architecture: Callable[[dict[str, tuple[int, ...]], str], None],
+  missing_message: str,
+) -> dict:
+  """Reads a converted `.npz` (no pickle), validates it, returns the nested float32 params.
+
+  Args:
+    npz_path: the file.
+    check_architecture: raises a ValueError naming the first missing, extra or misshapen key.
+    missing_message: the FileNotFoundError's message when there is no file (how to make one).
+
+  Raises:
+    FileNotFoundError: no file at `npz_path`.
+    ValueError: not an `.npz` of arrays, another architecture, or non-float arrays.
+  """
+  if not npz_path.is_file():
+    raise FileNotFoundError(missing_message)
+  try:
+    with np.load(npz_path, allow_pickle=False) as npz:
+      flat = {key: npz[key] for key in npz.files}
+  except (ValueError, OSError, zipfile.BadZipFile) as e:
+    raise ValueError(f'{npz_path} is not a readable .npz of arrays: {e}') from e
+  check_architecture({k: v.shape for k, v in flat.items()}, str(npz_path))
+  for key, value in flat.items():
+    if not np.issubdtype(value.dtype, np.floating):
+      raise ValueError(f'{npz_path}: {key} has dtype {value.dtype}; expected floating point.')
+  return traverse_util.unflatten_dict(
+    {tuple(key.split('/')): value.astype(np.float32, copy=False) for key, value in flat.items()}
+  )
