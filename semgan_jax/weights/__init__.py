@@ -1,1 +1,6 @@
-"""Converters for published pretrained weights: not implemented yet (see the open issues)."""
+"""Converters for published weights (FID Inception-v3, VGG19) to our `.npz` format, torch-free.
+
+Each converter reads the published file without torch and without general unpickling
+(`torch_archive`), validates the architecture, and writes a flat `.npz` (`npz_io`) that training
+and evaluation load with `allow_pickle=False`.
+"""
