@@ -8,8 +8,19 @@ import pytest
 
 # Before jax creates its CPU backend: every test process sees 8 CPU devices, so the multi-device
 # code paths (sharded batches, replicated state) run on one machine.
+# XLA:CPU's optimizing backend dominates the suite's time (compiles, not steps), so tests compile
+# at optimization level 0: about half the compile time for slower steps of tiny networks. Tests
+# compare within one setting (and with float64 references), so results do not depend on it.
+FAST_COMPILE_FLAGS = '--xla_backend_optimization_level=0'
 os.environ['XLA_FLAGS'] = ' '.join(
-  filter(None, [os.environ.get('XLA_FLAGS', ''), '--xla_force_host_platform_device_count=8'])
+  filter(
+    None,
+    [
+      os.environ.get('XLA_FLAGS', ''),
+      FAST_COMPILE_FLAGS,
+      '--xla_force_host_platform_device_count=8',
+    ],
+  )
 )
 
 import jax  # noqa: E402

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import FAST_COMPILE_FLAGS
 from PIL import Image
 
 TIMEOUT_S = 600
@@ -16,7 +17,8 @@ TIMEOUT_S = 600
 def cli(repo_root, compilation_cache_dir, tiny_config):
   """Runs the CLI on the tiny config with the session's data set, on the default single device."""
   env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)  # The CLI runs as a user would run it: one CPU device.
+  # The CLI runs as a user would run it, on one CPU device (compiled as fast as the tests).
+  env['XLA_FLAGS'] = FAST_COMPILE_FLAGS
   env.update(
     JAX_PLATFORMS='cpu',
     JAX_COMPILATION_CACHE_DIR=compilation_cache_dir,

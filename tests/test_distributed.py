@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+from conftest import FAST_COMPILE_FLAGS
 
 TIMEOUT_S = 600
 
@@ -22,7 +23,8 @@ def test_two_processes_train_and_checkpoint(
 ):
   """2 processes x 1 CPU device: per-process input slices, one sharded step, shared checkpoints."""
   env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)  # One CPU device per process: the mesh spans the two processes.
+  # One CPU device per process: the mesh spans the two processes.
+  env['XLA_FLAGS'] = FAST_COMPILE_FLAGS
   env.update(JAX_PLATFORMS='cpu', JAX_COMPILATION_CACHE_DIR=compilation_cache_dir)
   workdir = tmp_path / 'run'
   common = [
