@@ -7,7 +7,13 @@ import jax
 import jax.numpy as jnp
 
 from semgan_jax.models.blocks import BLOCKS
-from semgan_jax.models.layers import batch_norm, conv_init, instance_norm, reflect_pad
+from semgan_jax.models.layers import (
+  ConvTranspose,
+  batch_norm,
+  conv_init,
+  instance_norm,
+  reflect_pad,
+)
 
 HEADS = ('semantic', 'rgb')
 
@@ -78,7 +84,7 @@ class LatentToLabelGenerator(nn.Module):
     for i in range(n_up - 1):
       features //= 2
       # No bias: the BatchNorm that follows removes any per-channel offset.
-      x = nn.ConvTranspose(
+      x = ConvTranspose(
         features,
         (self.kernel_size,) * 2,
         strides=(2, 2),
@@ -89,7 +95,7 @@ class LatentToLabelGenerator(nn.Module):
       )(x)
       x = nn.relu(batch_norm(train, name=f'up{i}_norm', **norm)(x))
     # The head: the only layer in which SemGAN and the RGB baseline differ.
-    x = nn.ConvTranspose(
+    x = ConvTranspose(
       self.out_channels,
       (self.kernel_size,) * 2,
       strides=(2, 2),
@@ -183,7 +189,7 @@ class LabelToPhotoGenerator(nn.Module):
     for i in range(self.num_blocks):
       x = block_cls(name=f'block{i}', **block_fields)(x)
     for i in reversed(range(self.num_downsamplings)):
-      x = nn.ConvTranspose(
+      x = ConvTranspose(
         self.base_features * 2**i,
         (3, 3),
         strides=(2, 2),
