@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -14,6 +15,7 @@ import numpy as np
 from absl import logging
 from clu import parameter_overview
 from etils import epath
+from jax.sharding import Mesh
 
 from semgan_jax import data as data_lib
 from semgan_jax import images, parallel
@@ -117,6 +119,87 @@ def prepare_workdir(workdir: str) -> str:
   except OSError as e:
     raise UserInputError(f'--workdir={workdir} cannot be written: {e}') from e
   return os.fspath(path)
+
+
+def open_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, Mesh]:
+  """A training run's set-up before any state: the workdir (created, writable, and compatible
+  with `config` if it holds an earlier run) and the device mesh (the global batch checked)."""
+  workdir = prepare_workdir(workdir)
+  checkpointing.check_config_compatible(workdir, config)
+  mesh = parallel.create_mesh()
+  try:
+    parallel.check_global_batch_size(config.data.batch_size, mesh)
+  except ValueError as e:
+    raise UserInputError(str(e)) from e
+  logging.info(
+    'Devices: %d (%s) over %d process(es); global batch %d.',
+    mesh.devices.size,
+    jax.devices()[0].platform,
+    jax.process_count(),
+    config.data.batch_size,
+  )
+  return workdir, mesh
+
+
+def resume_or_start(
+  config: ml_collections.ConfigDict, workdir: str, state: GANState, data_iter
+) -> tuple[GANState, checkpointing.Checkpointer, Any]:
+  """Restores the latest checkpoint of `workdir` (state and input position) or, in a new
+  workdir, writes `config.json`; logs both networks' parameter tables and opens the metric
+  writer (hyper-parameters recorded at step 0).
+
+  Returns:
+    (state, checkpointer, writer); the caller closes both (`run_training` does).
+  """
+  ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.train.max_checkpoints)
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(state, data_iter)
+  else:
+    checkpointing.write_config(workdir, config)
+  for name, params in (('Generator', state.g_params), ('Discriminator', state.d_params)):
+    parameter_overview.log_parameter_overview(
+      params, include_stats=False, msg=f'{name} parameters:', jax_logging_process=0
+    )
+  writer = create_metric_writer(workdir)
+  if int(state.step) == 0:
+    writer.write_hparams(checkpointing.flatten_config(config.to_dict()))
+  return state, ckpt, writer
+
+
+def restore_for_job(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  init_state: Callable[[Mesh], GANState],
+  *,
+  step: int | None = None,
+) -> tuple[str, Mesh, GANState]:
+  """The set-up of `--mode=sample|eval`: checks that `workdir` holds a checkpoint of a
+  compatible config and restores it (`step`, default the latest) into `init_state(mesh)`.
+
+  Returns:
+    (absolute workdir, mesh, state).
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  checkpointing.check_config_compatible(workdir, config)
+  if not checkpointing.has_checkpoint(workdir):
+    raise UserInputError(f'no checkpoint in {workdir}/checkpoints; train first (--mode=train).')
+  mesh = parallel.create_mesh()
+  ckpt = checkpointing.Checkpointer(workdir)
+  try:
+    state = ckpt.restore(init_state(mesh), step=step)
+  finally:
+    ckpt.close()
+  return workdir, mesh, state
+
+
+def run_eval_job(evaluators: dict, state: GANState, workdir: str) -> dict:
+  """`--mode=eval`'s last part: runs `evaluators`, writing the JSON and TensorBoard scalars."""
+  writer = create_metric_writer(workdir)
+  try:
+    return run_evaluators(evaluators, state, workdir, writer)
+  finally:
+    writer.flush()
+    writer.close()
 
 
 def _to_images(
@@ -233,22 +316,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     The final train state.
   """
   spec = validate_config(config)
-  workdir = prepare_workdir(workdir)
-  checkpointing.check_config_compatible(workdir, config)
-
-  mesh = parallel.create_mesh()
-  try:
-    parallel.check_global_batch_size(config.data.batch_size, mesh)
-  except ValueError as e:
-    raise UserInputError(str(e)) from e
-  logging.info(
-    'Devices: %d (%s) over %d process(es); global batch %d.',
-    mesh.devices.size,
-    jax.devices()[0].platform,
-    jax.process_count(),
-    config.data.batch_size,
-  )
-
+  workdir, mesh = open_run(config, workdir)
   source = data_lib.load_source(config.data.name, config.data.data_dir)
   data_iter = data_lib.create_input_iterator(
     source,
@@ -259,27 +327,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     process_count=jax.process_count(),
     include_onehot=False,  # The step one-hot encodes on the device.
   )
-
-  state = _init_state(config, mesh)
-  ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.train.max_checkpoints)
-  if ckpt.latest_step() is not None:
-    state = ckpt.restore(state, data_iter)
-  else:
-    checkpointing.write_config(workdir, config)
+  state, ckpt, writer = resume_or_start(config, workdir, _init_state(config, mesh), data_iter)
   start_step = int(state.step)
   logging.info(
     'SemGAN (%s head), steps %d -> %d.', config.model.head, start_step, config.train.num_steps
   )
-  for name, params in (('Generator', state.g_params), ('Discriminator', state.d_params)):
-    parameter_overview.log_parameter_overview(
-      params, include_stats=False, msg=f'{name} parameters:', jax_logging_process=0
-    )
   num_steps = config.train.num_steps
-
-  writer = create_metric_writer(workdir)
-  if start_step == 0:
-    writer.write_hparams(checkpointing.flatten_config(config.to_dict()))
-
   repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   train_step = jax.jit(
     make_train_step(
@@ -425,13 +478,7 @@ def sample(
   spec = validate_config(config)
   if num_samples <= 0:
     raise UserInputError(f'--num_samples={num_samples}; expected a positive integer.')
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  checkpointing.check_config_compatible(workdir, config)
-  if not checkpointing.has_checkpoint(workdir):
-    raise UserInputError(f'no checkpoint in {workdir}/checkpoints; train first (--mode=train).')
-  mesh = parallel.create_mesh()
-  ckpt = checkpointing.Checkpointer(workdir)
-  state = ckpt.restore(_init_state(config, mesh))
+  workdir, _, state = restore_for_job(config, workdir, functools.partial(_init_state, config))
   step = int(state.step)
   key = jax.random.fold_in(jax.random.key(config.seed if seed is None else seed), _SAMPLE_STREAM)
   z = sample_latents(key, num_samples, config.model.latent_dim)
@@ -446,7 +493,6 @@ def sample(
       np.save(f, ids)
     os.replace(tmp, paths['npy'])
     logging.info('Wrote %d samples at step %d: %s, %s', num_samples, step, *paths.values())
-  ckpt.close()
   return {k: os.fspath(v) for k, v in paths.items()}
 
 
@@ -466,27 +512,20 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
     raise UserInputError(
       'config.evals is empty: nothing to evaluate (e.g. configs/shapes.py defines evals.maps).'
     )
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  checkpointing.check_config_compatible(workdir, config)
-  if not checkpointing.has_checkpoint(workdir):
-    raise UserInputError(f'no checkpoint in {workdir}/checkpoints; train first (--mode=train).')
-  mesh = parallel.create_mesh()
-  ckpt = checkpointing.Checkpointer(workdir)
-  state = ckpt.restore(_init_state(config, mesh), step=step)
-  ckpt.close()
+  workdir, mesh, state = restore_for_job(
+    config, workdir, functools.partial(_init_state, config), step=step
+  )
   source = data_lib.load_source(config.data.name, config.data.data_dir)
-  evaluators = _build_evaluators(config, spec, source, mesh)
-  writer = create_metric_writer(workdir)
-  try:
-    return run_evaluators(evaluators, state, workdir, writer)
-  finally:
-    writer.flush()
-    writer.close()
+  return run_eval_job(_build_evaluators(config, spec, source, mesh), state, workdir)
 
 
 __all__ = [
   'UserInputError',
   'evaluate',
+  'open_run',
+  'restore_for_job',
+  'resume_or_start',
+  'run_eval_job',
   'run_training',
   'sample',
   'train_and_evaluate',

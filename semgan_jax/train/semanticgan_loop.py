@@ -2,13 +2,13 @@
 
 import functools
 import os
+from collections.abc import Callable
 
 import jax
 import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from clu import parameter_overview
 from etils import epath
 
 from semgan_jax import data as data_lib
@@ -17,11 +17,12 @@ from semgan_jax.data import paired
 from semgan_jax.evaluation import evaluator as evaluator_lib
 from semgan_jax.evaluation import photo_evaluator
 from semgan_jax.models import BLOCKS
-from semgan_jax.train import checkpointing
 from semgan_jax.train.loop import (
   UserInputError,
-  prepare_workdir,
-  run_evaluators,
+  open_run,
+  restore_for_job,
+  resume_or_start,
+  run_eval_job,
   run_training,
 )
 from semgan_jax.train.semanticgan_step import (
@@ -30,7 +31,6 @@ from semgan_jax.train.semanticgan_step import (
   translate,
 )
 from semgan_jax.train.state import GANState
-from semgan_jax.train.writers import create_metric_writer
 
 _INIT_STREAM = 0
 
@@ -139,6 +139,12 @@ def _init_state(config, mesh, frozen, num_examples: int) -> GANState:
   return init(init_rng, frozen)
 
 
+def _restore_template(config, load_split) -> Callable:
+  """`mesh -> state` to restore a checkpoint into for sampling and evaluation. The frozen loss
+  networks are not needed there: an empty dict fits the checkpoint, which never holds them."""
+  return lambda mesh: _init_state(config, mesh, {}, len(load_split('train')))
+
+
 def _load_source(config, split: str = 'train'):
   """The data set's split, prepared on first use; missing or broken files become one line."""
   try:
@@ -153,13 +159,18 @@ def _load_source(config, split: str = 'train'):
     raise UserInputError(f'data set {config.data.name!r}: {e}') from e
 
 
-def _build_evaluators(config, spec, mesh) -> dict:
+def _split_loader(config) -> Callable[[str], object]:
+  """`split -> source` for one run; each split is opened once however many parts read it."""
+  return functools.cache(functools.partial(_load_source, config))
+
+
+def _build_evaluators(config, spec, mesh, load_split) -> dict:
   """The `photos` evaluators of `config.evals`; config and weight problems become one line."""
   try:
     return photo_evaluator.build_photo_evaluators(
       config.evals,
       spec=spec,
-      load_split=functools.partial(_load_source, config),
+      load_split=load_split,
       mesh=mesh,
       translate_fn=functools.partial(translate, num_classes=spec.num_classes),
     )
@@ -167,9 +178,9 @@ def _build_evaluators(config, spec, mesh) -> dict:
     raise UserInputError(str(e)) from e
 
 
-def _validation_examples(config, count: int) -> dict:
+def _validation_examples(load_split, count: int) -> dict:
   """The first `count` validation pairs: fixed inputs for sample grids."""
-  source = _load_source(config, 'validation')
+  source = load_split('validation')
   examples = [source[i] for i in range(min(count, len(source)))]
   return {
     key: np.stack([np.asarray(e[key]) for e in examples]).astype(
@@ -194,16 +205,10 @@ def train_semanticgan(config: ml_collections.ConfigDict, workdir: str) -> GANSta
   fixed validation pairs) and TensorBoard events; a re-run continues exactly.
   """
   spec = validate_semanticgan_config(config)
-  workdir = prepare_workdir(workdir)
-  checkpointing.check_config_compatible(workdir, config)
-  mesh = parallel.create_mesh()
-  try:
-    parallel.check_global_batch_size(config.data.batch_size, mesh)
-  except ValueError as e:
-    raise UserInputError(str(e)) from e
+  workdir, mesh = open_run(config, workdir)
   frozen = load_frozen_params(config)
-
-  source = _load_source(config)
+  load_split = _split_loader(config)
+  source = load_split('train')
   data_iter = paired.create_paired_iterator(
     source,
     global_batch_size=config.data.batch_size,
@@ -213,12 +218,9 @@ def train_semanticgan(config: ml_collections.ConfigDict, workdir: str) -> GANSta
     process_count=jax.process_count(),
   )
   num_steps = total_steps(config, len(source))
-  state = _init_state(config, mesh, frozen, len(source))
-  ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.train.max_checkpoints)
-  if ckpt.latest_step() is not None:
-    state = ckpt.restore(state, data_iter)
-  else:
-    checkpointing.write_config(workdir, config)
+  state, ckpt, writer = resume_or_start(
+    config, workdir, _init_state(config, mesh, frozen, len(source)), data_iter
+  )
   start_step = int(state.step)
   logging.info(
     'SemanticGAN (%s blocks) on %s %dx%d, %d images/epoch, steps %d -> %d.',
@@ -230,14 +232,6 @@ def train_semanticgan(config: ml_collections.ConfigDict, workdir: str) -> GANSta
     start_step,
     num_steps,
   )
-  for name, params in (('Generator', state.g_params), ('Discriminator', state.d_params)):
-    parameter_overview.log_parameter_overview(
-      params, include_stats=False, msg=f'{name} parameters:', jax_logging_process=0
-    )
-  writer = create_metric_writer(workdir)
-  if start_step == 0:
-    writer.write_hparams(checkpointing.flatten_config(config.to_dict()))
-
   repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   train_step = jax.jit(
     make_semanticgan_step(
@@ -250,9 +244,9 @@ def train_semanticgan(config: ml_collections.ConfigDict, workdir: str) -> GANSta
     out_shardings=(repl, repl),
     donate_argnums=(0,),
   )
-  fixed = _validation_examples(config, config.train.num_samples)
+  fixed = _validation_examples(load_split, config.train.num_samples)
   translate_fn = jax.jit(functools.partial(translate, num_classes=spec.num_classes))
-  evaluators = _build_evaluators(config, spec, mesh)
+  evaluators = _build_evaluators(config, spec, mesh, load_split)
   train_rng = jax.random.key(config.seed)
   schedule = epoch_schedule(
     config.optim.lr,
@@ -300,18 +294,10 @@ def sample_semanticgan(config, workdir: str, *, num_samples: int) -> dict[str, s
   spec = validate_semanticgan_config(config)
   if num_samples <= 0:
     raise UserInputError(f'--num_samples={num_samples}; expected a positive integer.')
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  checkpointing.check_config_compatible(workdir, config)
-  if not checkpointing.has_checkpoint(workdir):
-    raise UserInputError(f'no checkpoint in {workdir}/checkpoints; train first (--mode=train).')
-  mesh = parallel.create_mesh()
-  source = _load_source(config)
-  # The frozen loss networks are not needed to sample: an empty dict fits the checkpoint.
-  ckpt = checkpointing.Checkpointer(workdir)
-  state = ckpt.restore(_init_state(config, mesh, {}, len(source)))
-  ckpt.close()
+  load_split = _split_loader(config)
+  workdir, _, state = restore_for_job(config, workdir, _restore_template(config, load_split))
   step = int(state.step)
-  fixed = _validation_examples(config, num_samples)
+  fixed = _validation_examples(load_split, num_samples)
   generated = jax.device_get(
     jax.jit(functools.partial(translate, num_classes=spec.num_classes))(
       state, fixed['label'], fixed['instance']
@@ -329,19 +315,8 @@ def evaluate_semanticgan(config, workdir: str, *, step: int | None = None) -> di
   spec = validate_semanticgan_config(config)
   if not config.evals:
     raise UserInputError('config.evals is empty: nothing to evaluate (see configs/streets.py).')
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  checkpointing.check_config_compatible(workdir, config)
-  if not checkpointing.has_checkpoint(workdir):
-    raise UserInputError(f'no checkpoint in {workdir}/checkpoints; train first (--mode=train).')
-  mesh = parallel.create_mesh()
-  source = _load_source(config)
-  ckpt = checkpointing.Checkpointer(workdir)
-  state = ckpt.restore(_init_state(config, mesh, {}, len(source)), step=step)
-  ckpt.close()
-  evaluators = _build_evaluators(config, spec, mesh)
-  writer = create_metric_writer(workdir)
-  try:
-    return run_evaluators(evaluators, state, workdir, writer)
-  finally:
-    writer.flush()
-    writer.close()
+  load_split = _split_loader(config)
+  workdir, mesh, state = restore_for_job(
+    config, workdir, _restore_template(config, load_split), step=step
+  )
+  return run_eval_job(_build_evaluators(config, spec, mesh, load_split), state, workdir)

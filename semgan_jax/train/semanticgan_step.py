@@ -20,7 +20,7 @@ from semgan_jax.models import LabelToPhotoGenerator, MultiScaleDiscriminator
 from semgan_jax.models.inputs import label_to_generator_input
 from semgan_jax.models.vgg import VGG19Features
 from semgan_jax.train.semgan_step import global_norm
-from semgan_jax.train.state import GANState, ema_update
+from semgan_jax.train.state import GANState, build_optimizer
 
 
 def images_to_float(images: jax.Array) -> jax.Array:
@@ -73,29 +73,17 @@ def create_semanticgan_state(
   channels = config.data.num_classes + 1  # one-hot ⊕ instance boundaries
   x = jnp.zeros((1, height, width, channels), jnp.float32)
   image = jnp.zeros((1, height, width, 3), jnp.float32)
-  g_params = generator.init(g_key, x)['params']
-  d_params = discriminator.init(d_key, x, image)['params']
-  o = config.optim
-  lr = o.lr if schedule is None else schedule
-  g_tx = optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps)
-  d_tx = optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps)
-  return GANState(
-    step=jnp.zeros((), jnp.int32),
-    g_params=g_params,
-    g_batch_stats={},
-    g_opt_state=g_tx.init(g_params),
-    d_params=d_params,
-    d_batch_stats={},
-    d_opt_state=d_tx.init(d_params),
-    rng=train_key,
-    g_ema_params=g_params if config.model.g_ema_decay > 0 else None,
+  lr = config.optim.lr if schedule is None else schedule
+  return GANState.create(
     generator=generator,
     discriminator=discriminator,
-    g_tx=g_tx,
-    d_tx=d_tx,
-    latent_dim=0,
+    g_variables=generator.init(g_key, x),
+    d_variables=discriminator.init(d_key, x, image),
+    g_tx=build_optimizer(config.optim, lr),
+    d_tx=build_optimizer(config.optim, lr),
+    rng=train_key,
     g_ema_decay=config.model.g_ema_decay,
-    frozen_params=frozen_params or {},
+    frozen_params=frozen_params,
   )
 
 
@@ -174,13 +162,8 @@ def make_semanticgan_step(
       state.d_params
     )
 
-    g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
-    g_params = optax.apply_updates(state.g_params, g_updates)
-    d_updates, d_opt_state = state.d_tx.update(d_grads, state.d_opt_state, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
-    g_ema_params = state.g_ema_params
-    if g_ema_params is not None:
-      g_ema_params = ema_update(g_ema_params, g_params, state.g_ema_decay)
+    g_params, g_opt_state, g_ema_params = state.apply_g_gradients(g_grads)
+    d_params, d_opt_state = state.apply_d_gradients(d_grads)
 
     metrics = {
       'train/g_loss': g_loss,

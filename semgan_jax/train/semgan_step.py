@@ -5,10 +5,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from semgan_jax import losses
-from semgan_jax.train.state import GANState, ema_update
+from semgan_jax.train.state import GANState
 
 GENERATOR_LOSSES = ('feature_matching', 'non_saturating')
 
@@ -128,8 +127,7 @@ def make_train_step(
     (d_loss, (d_batch_stats, real_logits, fake_logits)), d_grads = jax.value_and_grad(
       d_loss_fn, has_aux=True
     )(state.d_params)
-    d_updates, d_opt_state = state.d_tx.update(d_grads, state.d_opt_state, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
+    d_params, d_opt_state = state.apply_d_gradients(d_grads)
 
     # Generator update against the freshly updated D; D's statistics from this pass are dropped
     # so that only the discriminator's own step moves its running averages.
@@ -146,12 +144,7 @@ def make_train_step(
     (g_loss, (g_batch_stats, fm, non_sat, fake)), g_grads = jax.value_and_grad(
       g_loss_fn, has_aux=True
     )(state.g_params)
-    g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
-    g_params = optax.apply_updates(state.g_params, g_updates)
-
-    g_ema_params = state.g_ema_params
-    if g_ema_params is not None:
-      g_ema_params = ema_update(g_ema_params, g_params, state.g_ema_decay)
+    g_params, g_opt_state, g_ema_params = state.apply_g_gradients(g_grads)
 
     metrics = {
       'train/d_loss': d_loss,

@@ -44,6 +44,56 @@ class GANState:
   # constants into the program; not checkpointed: they are reloaded from their weight files.
   frozen_params: PyTree = None
 
+  @classmethod
+  def create(
+    cls,
+    *,
+    generator: nn.Module,
+    discriminator: nn.Module,
+    g_variables: PyTree,
+    d_variables: PyTree,
+    g_tx: optax.GradientTransformation,
+    d_tx: optax.GradientTransformation,
+    rng: jax.Array,
+    g_ema_decay: float = 0.0,
+    latent_dim: int = 0,
+    frozen_params: PyTree = None,
+  ) -> 'GANState':
+    """A step-0 state from both networks' initial variables ({'params', 'batch_stats'?})."""
+    g_params, d_params = g_variables['params'], d_variables['params']
+    return cls(
+      step=jnp.zeros((), jnp.int32),
+      g_params=g_params,
+      g_batch_stats=g_variables.get('batch_stats', {}),
+      g_opt_state=g_tx.init(g_params),
+      d_params=d_params,
+      d_batch_stats=d_variables.get('batch_stats', {}),
+      d_opt_state=d_tx.init(d_params),
+      rng=rng,
+      g_ema_params=g_params if g_ema_decay > 0 else None,
+      generator=generator,
+      discriminator=discriminator,
+      g_tx=g_tx,
+      d_tx=d_tx,
+      latent_dim=latent_dim,
+      g_ema_decay=g_ema_decay,
+      frozen_params=frozen_params if frozen_params is not None else {},
+    )
+
+  def apply_d_gradients(self, grads: PyTree) -> tuple[PyTree, PyTree]:
+    """D's optimizer step: the new (d_params, d_opt_state); the state itself is unchanged."""
+    updates, opt_state = self.d_tx.update(grads, self.d_opt_state, self.d_params)
+    return optax.apply_updates(self.d_params, updates), opt_state
+
+  def apply_g_gradients(self, grads: PyTree) -> tuple[PyTree, PyTree, PyTree]:
+    """G's optimizer step: the new (g_params, g_opt_state, g_ema_params or None)."""
+    updates, opt_state = self.g_tx.update(grads, self.g_opt_state, self.g_params)
+    params = optax.apply_updates(self.g_params, updates)
+    ema = self.g_ema_params
+    if ema is not None:
+      ema = ema_update(ema, params, self.g_ema_decay)
+    return params, opt_state, ema
+
 
 def ema_update(ema_params: PyTree, new_params: PyTree, decay: float) -> PyTree:
   """One step of the exponential moving average of G's weights: decay·ema + (1 - decay)·new."""
@@ -90,9 +140,15 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
   )
 
 
-def build_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam with the paper's β1=0.5, β2=0.999, ε=1e-8 (from the config); one per network."""
-  return optax.adam(learning_rate_schedule(optim), b1=optim.b1, b2=optim.b2, eps=optim.eps)
+def build_optimizer(
+  optim: ml_collections.ConfigDict, schedule: optax.Schedule | float | None = None
+) -> optax.GradientTransformation:
+  """Adam with the config's β1, β2, ε (both papers: 0.5, 0.999, 1e-8); one per network.
+
+  The learning rate is `schedule` when given, else `learning_rate_schedule(optim)`.
+  """
+  lr = learning_rate_schedule(optim) if schedule is None else schedule
+  return optax.adam(lr, b1=optim.b1, b2=optim.b2, eps=optim.eps)
 
 
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
@@ -112,21 +168,14 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GAN
   x = jnp.zeros((2, size, size, generator.out_channels), jnp.float32)
   g_vars = generator.init(g_key, z, train=False)
   d_vars = discriminator.init(d_key, x, train=False)
-  g_tx, d_tx = build_optimizer(config.optim), build_optimizer(config.optim)
-  return GANState(
-    step=jnp.zeros((), jnp.int32),
-    g_params=g_vars['params'],
-    g_batch_stats=g_vars['batch_stats'],
-    g_opt_state=g_tx.init(g_vars['params']),
-    d_params=d_vars['params'],
-    d_batch_stats=d_vars.get('batch_stats', {}),
-    d_opt_state=d_tx.init(d_vars['params']),
-    rng=train_key,
-    g_ema_params=g_vars['params'] if config.model.g_ema_decay > 0 else None,
+  return GANState.create(
     generator=generator,
     discriminator=discriminator,
-    g_tx=g_tx,
-    d_tx=d_tx,
-    latent_dim=latent_dim,
+    g_variables=g_vars,
+    d_variables=d_vars,
+    g_tx=build_optimizer(config.optim),
+    d_tx=build_optimizer(config.optim),
+    rng=train_key,
     g_ema_decay=config.model.g_ema_decay,
+    latent_dim=latent_dim,
   )
