@@ -1,13 +1,9 @@
 """Tests of the FID Inception-v3: the Flax network, the torch-free archive reader, the converter."""
 
 import collections
-import contextlib
-import io
 import os
 import pickle
 import re
-import sys
-import types
 import zipfile
 
 import flax.linen as nn
@@ -15,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch_zip
 from flax import traverse_util
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -278,16 +275,7 @@ def _archive_tensors(flat_params) -> dict[str, np.ndarray]:
   return out
 
 
-def _fake_global(module: str, name: str):
-  """A class that pickles as the global `module.name` (registered in a fake module later)."""
-  return type(name, (), {'__module__': module, '__qualname__': name})
-
-
-_FAKE_GLOBALS = {
-  ('torch', 'FloatStorage'): _fake_global('torch', 'FloatStorage'),
-  ('torch._utils', '_rebuild_tensor_v2'): _fake_global('torch._utils', '_rebuild_tensor_v2'),
-  ('torch.jit._pickle', 'build_intlist'): _fake_global('torch.jit._pickle', 'build_intlist'),
-}
+# The published file's TorchScript classes: class name → module.
 _SCRIPT_MODULES = {
   'WrapNet': '__torch__.wrap_net',
   'InceptionV3': '__torch__.inceptionv3',
@@ -297,68 +285,10 @@ _SCRIPT_MODULES = {
   'MaxPool2d': '__torch__.torch.nn.modules.pooling',
   'AvgPool2d': '__torch__.torch.nn.modules.pooling',
 }
-for _name, _module in _SCRIPT_MODULES.items():
-  _FAKE_GLOBALS[_module, _name] = _fake_global(_module, _name)
-
-
-@contextlib.contextmanager
-def _fake_modules():
-  """Registers the fake globals' modules so that pickle can save references to them."""
-  modules = {}
-  for (module, name), obj in _FAKE_GLOBALS.items():
-    for i in range(module.count('.') + 1):  # parents too: pickle imports the top-level package
-      parent = '.'.join(module.split('.')[: i + 1])
-      modules.setdefault(parent, types.ModuleType(parent))
-    setattr(modules[module], name, obj)
-  with pytest.MonkeyPatch.context() as mp:
-    for module_name, module in modules.items():
-      mp.setitem(sys.modules, module_name, module)
-    yield
-
-
-class _Tensor:
-  """Pickles as torch does: `_rebuild_tensor_v2(storage, offset, size, stride, ...)`."""
-
-  def __init__(self, key, numel, size, stride, offset=0):
-    self.storage = ('storage', key, numel)
-    self.args = (offset, tuple(size), tuple(stride), False, collections.OrderedDict())
-
-  def __reduce__(self):
-    return _FAKE_GLOBALS['torch._utils', '_rebuild_tensor_v2'], (self.storage, *self.args)
-
-
-class _IntList:
-  def __init__(self, values):
-    self.values = list(values)
-
-  def __reduce__(self):
-    return _FAKE_GLOBALS['torch.jit._pickle', 'build_intlist'], (self.values,)
-
-
-class _Pickler(pickle.Pickler):
-  def persistent_id(self, obj):
-    if isinstance(obj, tuple) and len(obj) == 3 and obj[0] == 'storage':
-      return ('storage', _FAKE_GLOBALS['torch', 'FloatStorage'], obj[1], 'cpu', obj[2])
-    return None
 
 
 def _script_object(class_name: str, **attributes):
-  obj = _FAKE_GLOBALS[_SCRIPT_MODULES[class_name], class_name]()
-  obj.__dict__.update(training=False, **attributes)
-  return obj
-
-
-def _write_archive(path, root, storages: dict[str, np.ndarray], folder='fake_jit'):
-  """A TorchScript-format zip: `<folder>/data.pkl` and `<folder>/data/<key>` (little-endian)."""
-  with _fake_modules():
-    buffer = io.BytesIO()
-    _Pickler(buffer, protocol=2).dump(root)
-  with zipfile.ZipFile(path, 'w') as archive:
-    archive.writestr(f'{folder}/data.pkl', buffer.getvalue())
-    for key, array in storages.items():
-      archive.writestr(f'{folder}/data/{key}', np.ascontiguousarray(array, '<f4').tobytes())
-    archive.writestr(f'{folder}/constants.pkl', pickle.dumps((), protocol=2))
-    archive.writestr(f'{folder}/version', '3\n')
+  return torch_zip.script_object(f'{_SCRIPT_MODULES[class_name]}.{class_name}', **attributes)
 
 
 def _write_fid_archive(path, flat_params):
@@ -379,10 +309,8 @@ def _write_fid_archive(path, flat_params):
         array = np.ascontiguousarray(array.transpose(3, 2, 0, 1))
       key = str(len(storages))
       storages[key] = array
-      # Python ints: NumPy scalars would pickle as numpy globals, which the reader refuses.
-      strides = [int(s) // array.itemsize for s in array.strides]
-      tensors[leaf] = _Tensor(key, int(array.size), array.shape, strides)
-    pad = padding[0] if padding[0] == padding[1] else _IntList(padding)
+      tensors[leaf] = torch_zip.Tensor(key, array.shape)
+    pad = padding[0] if padding[0] == padding[1] else torch_zip.IntList(padding)
     layer = _script_object('Conv2dLayer', stride=stride, padding=pad, **tensors)
     *parents, name = _archive_module_path(conv)
     if not parents:
@@ -409,7 +337,8 @@ def _write_fid_archive(path, flat_params):
     layers[pool] = _script_object('MaxPool2d')
   layers['pool2'] = _script_object('AvgPool2d')
   net = _script_object('InceptionV3', layers=_script_object('Sequential', **layers))
-  _write_archive(path, _script_object('WrapNet', net=net), storages)
+  root = _script_object('WrapNet', net=net)
+  torch_zip.write_archive(path, root, storages, folder='fake_jit', torchscript=True)
 
 
 @pytest.fixture(scope='module')
@@ -440,16 +369,18 @@ def test_archive_reader_layouts_and_refusals(tmp_path):
   # A strided view with an offset into a shared storage, as torch pickles a transposed slice.
   storage = np.arange(12, dtype=np.float32)
   root = collections.OrderedDict(
-    t=_Tensor('0', 12, (3, 2), (1, 3), offset=1), whole=_Tensor('0', 12, (12,), (1,))
+    t=torch_zip.Tensor('0', (3, 2), (1, 3), offset=1), whole=torch_zip.Tensor('0', (12,), (1,))
   )
   good = tmp_path / 'good.pt'
-  _write_archive(good, root, {'0': storage}, folder='archive')
+  torch_zip.write_archive(good, root, {'0': storage})
   tensors = torch_archive.load_tensors(good)
   np.testing.assert_array_equal(tensors['t'], storage[1:7].reshape(2, 3).T)
   np.testing.assert_array_equal(tensors['whole'], storage)
 
   out_of_bounds = tmp_path / 'oob.pt'
-  _write_archive(out_of_bounds, {'t': _Tensor('0', 12, (4, 4), (4, 1))}, {'0': storage})
+  torch_zip.write_archive(
+    out_of_bounds, {'t': torch_zip.Tensor('0', (4, 4), (4, 1))}, {'0': storage}
+  )
   with pytest.raises(torch_archive.TorchArchiveError, match='reads element 15'):
     torch_archive.load_tensors(out_of_bounds)
 
@@ -460,8 +391,7 @@ def test_archive_reader_layouts_and_refusals(tmp_path):
       return os.system, (f'touch {marker}',)
 
   evil = tmp_path / 'evil.pt'
-  with zipfile.ZipFile(evil, 'w') as archive:
-    archive.writestr('archive/data.pkl', pickle.dumps({'w': Evil()}, protocol=2))
+  torch_zip.write_archive(evil, {'w': Evil()}, {})
   with pytest.raises(
     torch_archive.UnsafeArchiveError, match=r'refused to load the global \w+\.system'
   ):
@@ -470,10 +400,10 @@ def test_archive_reader_layouts_and_refusals(tmp_path):
 
   with pytest.raises(FileNotFoundError, match='no PyTorch archive'):
     torch_archive.load_tensors(tmp_path / 'missing.pt')
-  not_zip = tmp_path / 'legacy.pt'
-  not_zip.write_bytes(pickle.dumps({'a': 1}))
-  with pytest.raises(torch_archive.TorchArchiveError, match='not a zip archive'):
-    torch_archive.load_tensors(not_zip)
+  not_torch = tmp_path / 'pickle.pt'
+  not_torch.write_bytes(pickle.dumps({'a': 1}))
+  with pytest.raises(torch_archive.TorchArchiveError, match='neither a PyTorch zip archive nor a'):
+    torch_archive.load_tensors(not_torch)
   no_pickle = tmp_path / 'nopickle.pt'
   with zipfile.ZipFile(no_pickle, 'w') as archive:
     archive.writestr('archive/data/0', b'\0' * 4)

@@ -1,5 +1,6 @@
 """Tests of the VGG19 feature network and the torch-free converter of torchvision's weights."""
 
+import collections
 import os
 import pickle
 
@@ -170,12 +171,13 @@ def test_legacy_reader_layouts(layout, rebuild, storage_module, tmp_path):
   state = {'a.weight': rng.standard_normal((2, 3, 3, 3)), 'b': rng.standard_normal(5)}
   src = tmp_path / 'small.pth'
   torch_zip.write_legacy(src, state, layout, rebuild, storage_module)
-  tensors = vgg19.load_checkpoint_tensors(src)
+  assert isinstance(torch_archive.read_archive(src), collections.OrderedDict)  # as a zip's
+  tensors = torch_archive.load_tensors(src)
   assert tensors.keys() == state.keys()
   for name, value in state.items():
     np.testing.assert_array_equal(tensors[name], np.float32(value), name)
   torch_zip.write_zip(src, state, layout='offsets')
-  np.testing.assert_array_equal(vgg19.load_checkpoint_tensors(src)['b'], np.float32(state['b']))
+  np.testing.assert_array_equal(torch_archive.load_tensors(src)['b'], np.float32(state['b']))
 
 
 def test_legacy_reader_refusals(tmp_path):
@@ -186,31 +188,28 @@ def test_legacy_reader_refusals(tmp_path):
       return os.system, (f'touch {marker}',)
 
   evil = tmp_path / 'evil.pth'
-  with open(evil, 'wb') as f:
-    for header in (torch_zip.LEGACY_MAGIC, torch_zip.LEGACY_PROTOCOL, {'little_endian': True}):
-      pickle.dump(header, f, protocol=2)
-    pickle.dump({'w': Evil()}, f, protocol=2)
+  torch_zip.write_legacy_archive(evil, {'w': Evil()}, {})
   with pytest.raises(
     torch_archive.UnsafeArchiveError, match=r'refused to load the global \w+\.system'
   ):
-    vgg19.load_checkpoint_tensors(evil)
+    torch_archive.load_tensors(evil)
   assert not marker.exists()
 
   truncated = tmp_path / 'truncated.pth'
   torch_zip.write_legacy(truncated, {'w': np.ones(10)})
   truncated.write_bytes(truncated.read_bytes()[:-4])
   with pytest.raises(torch_archive.TorchArchiveError, match='storage 0 is truncated'):
-    vgg19.load_checkpoint_tensors(truncated)
+    torch_archive.load_tensors(truncated)
 
   other = tmp_path / 'other.pth'
   other.write_bytes(pickle.dumps({'a': 1}, protocol=2))
   with pytest.raises(torch_archive.TorchArchiveError, match='wrong magic number'):
-    vgg19.load_checkpoint_tensors(other)
+    torch_archive.load_tensors(other)
   garbage = tmp_path / 'garbage.pth'
   garbage.write_bytes(b'\x00not a pickle at all')
   with pytest.raises(torch_archive.TorchArchiveError, match='not a valid pickle'):
-    vgg19.load_checkpoint_tensors(garbage)
-  with pytest.raises(FileNotFoundError, match='no PyTorch checkpoint'):
+    torch_archive.load_tensors(garbage)
+  with pytest.raises(FileNotFoundError, match='no PyTorch archive'):
     vgg19.convert(tmp_path / 'missing.pth', tmp_path / 'out.npz')
 
   # A storage claiming more elements than the file holds is refused before it is allocated.
@@ -221,7 +220,7 @@ def test_legacy_reader_refusals(tmp_path):
   assert data.count(b'K\nN') == 1
   huge.write_bytes(data.replace(b'K\nN', b'J\x00\x00\x00\x40N'))
   with pytest.raises(torch_archive.TorchArchiveError, match='larger than the file'):
-    vgg19.load_checkpoint_tensors(huge)
+    torch_archive.load_tensors(huge)
 
 
 def test_wrong_architecture_is_refused(random_params, tmp_path):
@@ -282,5 +281,5 @@ def test_missing_weights_and_cli(state_dict, tmp_path, monkeypatch, capsys):
   with pytest.raises(SystemExit) as exit_info:
     vgg19.main(['--src', str(tmp_path / 'missing.pth')])
   assert exit_info.value.code == 1
-  assert 'error: no PyTorch checkpoint at' in capsys.readouterr().err
+  assert 'error: no PyTorch archive at' in capsys.readouterr().err
   _assert_converted(vgg19.load_params(vgg19.ensure_weights()), state_dict)

@@ -1,8 +1,11 @@
-"""Writes PyTorch state-dict checkpoints (zip and legacy formats) without torch, for tests.
+"""Writes PyTorch files without torch, for tests: checkpoints (zip, legacy) and TorchScript zips.
 
 The pickles name the same globals torch's would (`torch._utils._rebuild_tensor_v2`,
-`torch.FloatStorage`, ...); stand-in classes are registered under those module names only while
-pickling, so the files look to a reader exactly like torch.save output.
+`torch.FloatStorage`, `__torch__.<module>.<Class>`, ...); stand-in classes are registered under
+those module names only while pickling, so the files look to a reader exactly like torch's output.
+Every storage is float32. A state dict is written by `write_zip` / `write_legacy`; any object tree
+of dicts, lists, `Tensor`s, `IntList`s and `script_object`s by `write_archive` /
+`write_legacy_archive`.
 """
 
 import collections
@@ -17,24 +20,18 @@ import numpy as np
 import pytest
 
 # torch.save's legacy header: magic number, protocol version, sys_info.
-LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-LEGACY_PROTOCOL = 1001
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+# (module, name) → the stand-in pickled as that global; one per name, so pickle finds it again.
+_GLOBALS = {}
 
 
-def _fake_global(module: str, name: str):
-  """A class that pickles as the global `module.name`."""
-  return type(name, (), {'__module__': module, '__qualname__': name})
-
-
-_GLOBALS = {
-  (module, name): _fake_global(module, name)
-  for module, name in [
-    ('torch', 'FloatStorage'),
-    ('torch.cuda', 'FloatStorage'),
-    ('torch._utils', '_rebuild_tensor'),
-    ('torch._utils', '_rebuild_tensor_v2'),
-  ]
-}
+def _global(module: str, name: str):
+  """A class that pickles as the global `module.name` (its module registered while pickling)."""
+  if (module, name) not in _GLOBALS:
+    _GLOBALS[module, name] = type(name, (), {'__module__': module, '__qualname__': name})
+  return _GLOBALS[module, name]
 
 
 @contextlib.contextmanager
@@ -55,24 +52,65 @@ def _fake_torch_modules():
 class _StorageRef:
   """A storage in the object tree: pickled as a persistent id."""
 
-  def __init__(self, key: str, numel: int, view: tuple | None = None):
-    self.key, self.numel, self.view = key, numel, view
+  def __init__(self, key: str, view: tuple | None):
+    self.key, self.view = key, view
 
 
-class _Tensor:
-  """Pickles as torch does: `_rebuild_tensor[_v2](storage, offset, size, stride, ...)`."""
+class Tensor:
+  """A tensor of a storage; pickles as torch does: `_rebuild_tensor[_v2](storage, offset, ...)`.
 
-  def __init__(self, storage: _StorageRef, offset: int, shape, rebuild: str):
-    self.storage, self.offset, self.shape, self.rebuild = storage, offset, tuple(shape), rebuild
+  Args:
+    key: its storage's key in the writer's `storages`.
+    shape: its size.
+    stride: its element strides; row-major contiguous if None.
+    offset: its first element in the storage.
+    view: legacy files only: (view key, offset, size), the part of the storage that the tensor
+      addresses (a storage view, as torch < 0.4 could save), or None for the whole storage.
+    rebuild: '_rebuild_tensor_v2', or '_rebuild_tensor' (legacy files of torch < 0.4).
+  """
+
+  def __init__(
+    self, key: str, shape, stride=None, offset=0, view=None, rebuild='_rebuild_tensor_v2'
+  ):
+    # Python ints: NumPy scalars would pickle as numpy globals, which the readers refuse.
+    self.shape = tuple(int(n) for n in shape)
+    if stride is None:
+      stride = [np.prod(self.shape[i + 1 :], dtype=np.int64) for i in range(len(self.shape))]
+    self.stride = tuple(int(s) for s in stride)
+    self.offset = int(offset)
+    self.storage = _StorageRef(key, view)
+    self.rebuild = rebuild
+    self._function = _global('torch._utils', rebuild)
 
   def __reduce__(self):
-    # Python ints: NumPy scalars would pickle as numpy globals, which the readers refuse.
-    shape = tuple(int(n) for n in self.shape)
-    stride = tuple(int(np.prod(shape[i + 1 :], dtype=np.int64)) for i in range(len(shape)))
-    args = (self.storage, int(self.offset), shape, stride)
+    args = (self.storage, self.offset, self.shape, self.stride)
     if self.rebuild == '_rebuild_tensor_v2':
       args += (False, collections.OrderedDict())  # requires_grad, backward hooks
-    return _GLOBALS['torch._utils', self.rebuild], args
+    return self._function, args
+
+
+class IntList:
+  """A TorchScript int list attribute: pickles as `torch.jit._pickle.build_intlist(values)`."""
+
+  def __init__(self, values):
+    self.values = [int(v) for v in values]
+    self._function = _global('torch.jit._pickle', 'build_intlist')
+
+  def __reduce__(self):
+    return self._function, (self.values,)
+
+
+def script_object(qualified_name: str, **attributes):
+  """A TorchScript module record, pickled as torch.jit.save does (NEWOBJ of the class, then BUILD).
+
+  Args:
+    qualified_name: its class, e.g. `__torch__.inceptionv3.Conv2dLayer`.
+    **attributes: its state (submodules, `Tensor`s, plain values); `training=False` is added.
+  """
+  module, name = qualified_name.rsplit('.', 1)
+  obj = _global(module, name)()
+  obj.__dict__.update(training=False, **attributes)
+  return obj
 
 
 class _Pickler(pickle.Pickler):
@@ -84,8 +122,61 @@ class _Pickler(pickle.Pickler):
     return self._persistent_id(obj) if isinstance(obj, _StorageRef) else None
 
 
+def write_archive(path, tree, storages: dict[str, np.ndarray], folder='archive', torchscript=False):
+  """A zip archive of `tree`, as torch.save (>= 1.6) or torch.jit.save writes one.
+
+  Args:
+    path: the file to write.
+    tree: the object pickled as `<folder>/data.pkl`.
+    storages: key → the contents (saved as float32, flattened) of the storage `<folder>/data/<key>`.
+    folder: the archive's top-level folder.
+    torchscript: write a `constants.pkl` and no `byteorder` record (little-endian by default), as
+      torch.jit.save did for the published FID archive, instead of torch.save's `byteorder`.
+  """
+  storage_type = _global('torch', 'FloatStorage')
+  buffer = io.BytesIO()
+  with _fake_torch_modules():
+    pid = lambda ref: ('storage', storage_type, ref.key, 'cpu', storages[ref.key].size)
+    _Pickler(buffer, pid).dump(tree)
+  with zipfile.ZipFile(path, 'w') as archive:
+    archive.writestr(f'{folder}/data.pkl', buffer.getvalue())
+    if torchscript:
+      archive.writestr(f'{folder}/constants.pkl', pickle.dumps((), protocol=2))
+    else:
+      archive.writestr(f'{folder}/byteorder', 'little')
+    for key, array in storages.items():
+      archive.writestr(f'{folder}/data/{key}', np.asarray(array).astype('<f4').tobytes())
+    archive.writestr(f'{folder}/version', '3\n')
+
+
+def write_legacy_archive(path, tree, storages: dict[str, np.ndarray], storage_module='torch'):
+  """A legacy (pre-1.6) torch.save file of `tree`.
+
+  Args:
+    path: the file to write.
+    tree: the object pickled after the header.
+    storages: key → the contents (saved as float32, flattened) of each storage, written in key
+      order after the tree and the key list.
+    storage_module: 'torch', or 'torch.cuda' for a file saved from a GPU.
+  """
+  storage_type = _global(storage_module, 'FloatStorage')
+  with open(path, 'wb') as f, _fake_torch_modules():
+    sys_info = dict(
+      protocol_version=_LEGACY_PROTOCOL, little_endian=True, type_sizes=dict(short=2, int=4, long=8)
+    )
+    for header in (_LEGACY_MAGIC, _LEGACY_PROTOCOL, sys_info):
+      pickle.dump(header, f, protocol=2)
+    pid = lambda ref: ('storage', storage_type, ref.key, 'cpu', storages[ref.key].size, ref.view)
+    _Pickler(f, pid).dump(tree)
+    pickle.dump(sorted(storages), f, protocol=2)
+    for key in sorted(storages):
+      array = np.asarray(storages[key])
+      f.write(np.int64(array.size).astype('<i8').tobytes())
+      f.write(array.astype('<f4').tobytes())
+
+
 def _tree_and_storages(state_dict, layout, rebuild):
-  """The pickled tree (an OrderedDict of `_Tensor`s) and the storages' float32 contents."""
+  """The pickled tree (an OrderedDict of `Tensor`s) and the storages' float32 contents."""
   arrays = {k: np.ascontiguousarray(v, np.float32) for k, v in state_dict.items()}
   tree = collections.OrderedDict()
   if layout == 'separate':
@@ -93,17 +184,16 @@ def _tree_and_storages(state_dict, layout, rebuild):
     for name, array in arrays.items():
       key = str(len(storages))
       storages[key] = array.ravel()
-      tree[name] = _Tensor(_StorageRef(key, array.size), 0, array.shape, rebuild)
+      tree[name] = Tensor(key, array.shape, rebuild=rebuild)
     return tree, storages
   # One storage for everything: tensors address it by offset, or (legacy) by storage views.
   flat = np.concatenate([a.ravel() for a in arrays.values()])
   offset = 0
   for i, (name, array) in enumerate(arrays.items()):
     if layout == 'offsets':
-      tree[name] = _Tensor(_StorageRef('0', flat.size), offset, array.shape, rebuild)
+      tree[name] = Tensor('0', array.shape, offset=offset, rebuild=rebuild)
     else:
-      view = (f'view{i}', offset, array.size)
-      tree[name] = _Tensor(_StorageRef('0', flat.size, view), 0, array.shape, rebuild)
+      tree[name] = Tensor('0', array.shape, view=(f'view{i}', offset, array.size), rebuild=rebuild)
     offset += array.size
   return tree, {'0': flat}
 
@@ -118,18 +208,7 @@ def write_zip(path, state_dict: dict[str, np.ndarray], layout: str = 'separate',
       shared storage, tensors at offsets).
     folder: the archive's top-level folder.
   """
-  tree, storages = _tree_and_storages(state_dict, layout, '_rebuild_tensor_v2')
-  storage_type = _GLOBALS['torch', 'FloatStorage']
-  buffer = io.BytesIO()
-  with _fake_torch_modules():
-    pid = lambda ref: ('storage', storage_type, ref.key, 'cpu', ref.numel)
-    _Pickler(buffer, pid).dump(tree)
-  with zipfile.ZipFile(path, 'w') as archive:
-    archive.writestr(f'{folder}/data.pkl', buffer.getvalue())
-    archive.writestr(f'{folder}/byteorder', 'little')
-    for key, array in storages.items():
-      archive.writestr(f'{folder}/data/{key}', array.astype('<f4').tobytes())
-    archive.writestr(f'{folder}/version', '3\n')
+  write_archive(path, *_tree_and_storages(state_dict, layout, '_rebuild_tensor_v2'), folder)
 
 
 def write_legacy(
@@ -150,16 +229,4 @@ def write_legacy(
     storage_module: 'torch', or 'torch.cuda' for a file saved from a GPU.
   """
   tree, storages = _tree_and_storages(state_dict, layout, rebuild)
-  storage_type = _GLOBALS[storage_module, 'FloatStorage']
-  with open(path, 'wb') as f, _fake_torch_modules():
-    sys_info = dict(
-      protocol_version=LEGACY_PROTOCOL, little_endian=True, type_sizes=dict(short=2, int=4, long=8)
-    )
-    for header in (LEGACY_MAGIC, LEGACY_PROTOCOL, sys_info):
-      pickle.dump(header, f, protocol=2)
-    pid = lambda ref: ('storage', storage_type, ref.key, 'cpu', ref.numel, ref.view)
-    _Pickler(f, pid).dump(tree)
-    pickle.dump(sorted(storages), f, protocol=2)
-    for key in sorted(storages):
-      f.write(np.int64(storages[key].size).astype('<i8').tobytes())
-      f.write(storages[key].astype('<f4').tobytes())
+  write_legacy_archive(path, tree, storages, storage_module)

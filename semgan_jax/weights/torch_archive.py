@@ -1,19 +1,30 @@
-"""Reads tensors from PyTorch / TorchScript zip archives without torch and without open unpickling.
+"""Reads tensors from PyTorch files without torch and without open unpickling.
 
-A `.pt` file written by `torch.save` (zip format) or `torch.jit.save` is a zip with one top-level
-folder holding `data.pkl` (the object tree, a pickle) and `data/<key>` (one raw little-endian buffer
-per storage). A plain `pickle.load` of `data.pkl` would import and call whatever globals the file
-names, so a downloaded weights file could run arbitrary code. Here the pickle is read by an
-unpickler that resolves only a short whitelist of globals to local, harmless stand-ins:
+Two formats are read, told apart by their first bytes:
 
-  * `torch._utils._rebuild_tensor_v2` / `_rebuild_parameter` → build a NumPy array from a storage;
-  * `torch.<Type>Storage` → a dtype marker for the storage's raw buffer;
-  * `collections.OrderedDict` and `torch.jit._pickle.build_{int,double,bool}list`;
-  * TorchScript module classes (`__torch__.*`) → `ScriptObject`, a plain dict of the module's
-    attributes that remembers the class name; nothing is imported.
+  * the zip format of `torch.save` (torch >= 1.6) and `torch.jit.save`: a zip with one top-level
+    folder holding `data.pkl` (the object tree, a pickle) and `data/<key>` (one raw buffer per
+    storage, little-endian unless a `byteorder` record says otherwise);
+  * the legacy format of `torch.save` before 1.6 (e.g. torchvision's 2017 ImageNet weights): a
+    sequence of pickles (the magic number, the protocol version, a sys_info dict, the object tree,
+    the list of storage keys), then, per key in that order, an int64 element count and the
+    storage's raw little-endian bytes. The tar format of torch's first releases is not supported.
 
-Any other global is refused with `UnsafeArchiveError` naming it. The legacy (pre-1.6, non-zip)
-`torch.save` format is not supported.
+A plain `pickle.load` would import and call whatever globals the file names, so a downloaded
+weights file could run arbitrary code. Here every pickle is read by an unpickler that resolves only
+a short whitelist of globals to local, harmless stand-ins:
+
+  * `torch._utils._rebuild_tensor_v2` (`_rebuild_tensor` in legacy files of torch < 0.4) and
+    `_rebuild_parameter` → build a NumPy array from a storage;
+  * `torch.<Type>Storage` (also `torch.cuda.<Type>Storage` in legacy files saved from a GPU) → a
+    dtype marker for the storage's raw buffer;
+  * `collections.OrderedDict`;
+  * in zip archives only, `torch.jit._pickle.build_{int,double,bool}list` and TorchScript module
+    classes (`__torch__.*`) → `ScriptObject`, a plain dict of the module's attributes that
+    remembers the class name; nothing is imported.
+
+Any other global is refused with `UnsafeArchiveError` naming it. `read_archive` returns a file's
+object tree and `load_tensors` its tensors under dotted names, whichever the format.
 """
 
 import collections
@@ -29,11 +40,11 @@ import numpy as np
 
 
 class TorchArchiveError(ValueError):
-  """The file is not a PyTorch zip archive this reader understands."""
+  """The file is not a PyTorch file this reader understands."""
 
 
 class UnsafeArchiveError(TorchArchiveError):
-  """The archive's pickle names a global outside the whitelist."""
+  """The file's pickle names a global outside the whitelist."""
 
 
 # torch's storage class names (as pickled by torch.save and torch.jit.save) → element dtype.
@@ -49,6 +60,10 @@ _STORAGE_DTYPES = {
   'ByteStorage': np.dtype(np.uint8),
   'BoolStorage': np.dtype(np.bool_),
 }
+
+# The first two records of a legacy file.
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
 
 
 class ScriptObject(dict):
@@ -112,8 +127,49 @@ def _rebuild_parameter(data, unused_requires_grad, unused_hooks, *unused_state):
   return data
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-  """Resolves only whitelisted globals; storages come from the archive's `data/` entries."""
+class _PendingTensor:
+  """A legacy tree's tensor, rebuilt once its storage's bytes (which follow the tree) are read."""
+
+  def __init__(self, storage, storage_offset, size, stride, *unused_flags):
+    self.args = (storage, storage_offset, size, stride)
+
+
+class _WhitelistUnpickler(pickle.Unpickler):
+  """Resolves only `_FUNCTIONS` and the storage types of `_STORAGE_MODULES`; refuses the rest.
+
+  A subclass per format says where storages come from (`persistent_load`).
+  """
+
+  _FUNCTIONS = {}
+  _STORAGE_MODULES = ('torch',)
+  _ALLOWED = 'tensor rebuilds, storage types and OrderedDict'
+
+  def __init__(self, file, where: str):
+    # torch.load's encoding, for str records of files pickled by Python 2.
+    super().__init__(file, encoding='utf-8')
+    self._where = where
+
+  def find_class(self, module, name):
+    if (module, name) in self._FUNCTIONS:
+      return self._FUNCTIONS[module, name]
+    if module in self._STORAGE_MODULES and name in _STORAGE_DTYPES:
+      return _Storage(name, _STORAGE_DTYPES[name])
+    raise UnsafeArchiveError(
+      f'{self._where}: refused to load the global {module}.{name}; only {self._ALLOWED} are '
+      'allowed in a weights file.'
+    )
+
+  def _storage_id(self, pid, length: int) -> tuple:
+    """(storage type, key, location, numel, ...) of a ('storage', ...) `pid` of `length` items."""
+    if not (isinstance(pid, tuple) and len(pid) == length and pid[0] == 'storage'):
+      raise TorchArchiveError(f'{self._where}: unsupported persistent id {pid!r}.')
+    if not isinstance(pid[1], _Storage):
+      raise TorchArchiveError(f'{self._where}: storage of unknown type {pid[1]!r}.')
+    return pid[1:]
+
+
+class _ZipUnpickler(_WhitelistUnpickler):
+  """A zip archive's `data.pkl`: storages come from its `data/` entries; TorchScript records too."""
 
   _FUNCTIONS = {
     ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor,
@@ -123,38 +179,27 @@ class _RestrictedUnpickler(pickle.Unpickler):
     ('torch.jit._pickle', 'build_doublelist'): list,
     ('torch.jit._pickle', 'build_boollist'): list,
   }
+  _ALLOWED = 'tensor rebuilds, storage types, OrderedDict and TorchScript module records'
 
   def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, byteorder: str, where):
-    super().__init__(io.BytesIO(data))
+    super().__init__(io.BytesIO(data), where)
     self._archive = archive
     self._prefix = prefix
     self._byteorder = byteorder
-    self._where = where
     self._storages = {}
     self._script_classes = {}
 
   def find_class(self, module, name):
-    if (module, name) in self._FUNCTIONS:
-      return self._FUNCTIONS[module, name]
-    if module == 'torch' and name in _STORAGE_DTYPES:
-      return _Storage(name, _STORAGE_DTYPES[name])
     if module.startswith('__torch__.') or module == '__torch__':
       # One ScriptObject subclass per TorchScript class, so pickle's NEWOBJ can instantiate it.
       qualified = f'{module}.{name}'
       if qualified not in self._script_classes:
         self._script_classes[qualified] = type(name, (ScriptObject,), {'qualified_name': qualified})
       return self._script_classes[qualified]
-    raise UnsafeArchiveError(
-      f'{self._where}: refused to load the global {module}.{name}; only tensor rebuilds, storage '
-      'types, OrderedDict and TorchScript module records are allowed in a weights archive.'
-    )
+    return super().find_class(module, name)
 
   def persistent_load(self, pid):
-    if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == 'storage'):
-      raise TorchArchiveError(f'{self._where}: unsupported persistent id {pid!r}.')
-    _, storage_type, key, _, numel = pid
-    if not isinstance(storage_type, _Storage):
-      raise TorchArchiveError(f'{self._where}: storage of unknown type {storage_type!r}.')
+    storage_type, key, _, numel = self._storage_id(pid, 5)
     if key not in self._storages:
       entry = f'{self._prefix}data/{key}'
       try:
@@ -172,29 +217,46 @@ class _RestrictedUnpickler(pickle.Unpickler):
     return self._storages[key]
 
 
-def read_archive(path: str | os.PathLike) -> Any:
-  """Unpickles an archive's `data.pkl` with the whitelist; storages become NumPy arrays.
+class _LegacyUnpickler(_WhitelistUnpickler):
+  """One record of a legacy file: storages are allocated here and filled after the tree."""
 
-  Args:
-    path: a `.pt` / `.pth` file in PyTorch's zip format (torch.save or torch.jit.save).
+  _FUNCTIONS = {
+    # torch < 0.4 pickled tensors with `_rebuild_tensor`, later versions with `_rebuild_tensor_v2`.
+    ('torch._utils', '_rebuild_tensor'): _PendingTensor,
+    ('torch._utils', '_rebuild_tensor_v2'): _PendingTensor,
+    ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
+    ('collections', 'OrderedDict'): collections.OrderedDict,
+  }
+  # Files saved from a GPU name `torch.cuda.<Type>Storage`; the bytes are the same.
+  _STORAGE_MODULES = ('torch', 'torch.cuda')
 
-  Returns:
-    The archive's object tree: `ScriptObject`s for TorchScript modules, (Ordered)dicts for state
-    dicts, NumPy arrays for tensors.
+  def __init__(self, file, where: str, storages: dict[str, np.ndarray], file_size: int):
+    super().__init__(file, where)
+    self._storages = storages
+    self._file_size = file_size
 
-  Raises:
-    FileNotFoundError: `path` does not exist.
-    TorchArchiveError: not a zip, no `data.pkl`, or malformed storages and tensors.
-    UnsafeArchiveError: the pickle names a global outside the whitelist.
-  """
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f'no PyTorch archive at {path}.')
-  if not zipfile.is_zipfile(path):
-    raise TorchArchiveError(
-      f'{path} is not a zip archive: not a PyTorch file, or one in the legacy (pre-1.6) torch.save '
-      'format, which this reader does not support.'
-    )
+  def persistent_load(self, pid):
+    storage_type, key, _, numel, view = self._storage_id(pid, 6)
+    if key not in self._storages:
+      # A storage's bytes are in the file, so a larger one is corrupt or hostile (and would
+      # otherwise be allocated before anything could notice).
+      if not 0 <= int(numel) * storage_type.dtype.itemsize <= self._file_size:
+        raise TorchArchiveError(
+          f'{self._where}: storage {key} of {numel} elements is larger than the file.'
+        )
+      # Filled in place once the tree is read; views below share its memory.
+      self._storages[key] = np.zeros(int(numel), storage_type.dtype)
+    storage = self._storages[key]
+    if view is not None:
+      _, offset, view_size = view
+      if not 0 <= int(offset) <= int(offset) + int(view_size) <= storage.size:
+        raise TorchArchiveError(f'{self._where}: storage view {view!r} out of range.')
+      storage = storage[int(offset) : int(offset) + int(view_size)]
+    return storage
+
+
+def _read_zip(path: pathlib.Path) -> Any:
+  """The object tree of a zip archive, tensors as NumPy arrays."""
   with zipfile.ZipFile(path) as archive:
     # Every record lives under one top-level folder whose name varies ('archive', the file stem).
     pickles = [n for n in archive.namelist() if n.count('/') == 1 and n.endswith('/data.pkl')]
@@ -209,13 +271,102 @@ def read_archive(path: str | os.PathLike) -> Any:
       byteorder = archive.read(f'{prefix}byteorder').decode('ascii').strip()
       if byteorder not in ('little', 'big'):
         raise TorchArchiveError(f'{path}: unknown byteorder record {byteorder!r}.')
-    unpickler = _RestrictedUnpickler(
+    unpickler = _ZipUnpickler(
       archive.read(pickles[0]), archive, prefix, byteorder, f'{path}:{pickles[0]}'
     )
     try:
       return unpickler.load()
     except (pickle.UnpicklingError, EOFError) as e:
       raise TorchArchiveError(f'{path}:{pickles[0]} is not a valid pickle: {e}') from e
+
+
+def _resolve(node: Any) -> Any:
+  """`node` with every `_PendingTensor` rebuilt (with `_rebuild_tensor`'s bounds checks)."""
+  if isinstance(node, _PendingTensor):
+    return _rebuild_tensor(*node.args)
+  if isinstance(node, dict):  # dict or OrderedDict: the whitelist allows no other mapping
+    return type(node)((key, _resolve(value)) for key, value in node.items())
+  if isinstance(node, list | tuple):
+    return type(node)(_resolve(value) for value in node)
+  return node
+
+
+def _read_legacy(path: pathlib.Path) -> Any:
+  """The object tree of a legacy file, tensors as NumPy arrays.
+
+  Tensors in the tree refer to storages whose bytes come only after it, so they are rebuilt once
+  the bytes have been read.
+  """
+  where = str(path)
+  storages = {}
+  file_size = path.stat().st_size
+  with open(path, 'rb') as f:
+
+    def load():
+      # Each call consumes exactly one pickle, leaving the file at the next record.
+      try:
+        return _LegacyUnpickler(f, where, storages, file_size).load()
+      except TorchArchiveError:
+        raise
+      except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise TorchArchiveError(
+          f'{where} is neither a PyTorch zip archive nor a legacy torch.save file: not a valid '
+          f'pickle stream ({e}).'
+        ) from e
+
+    if load() != _LEGACY_MAGIC:
+      raise TorchArchiveError(
+        f'{where} is neither a PyTorch zip archive nor a legacy torch.save file (wrong magic '
+        'number).'
+      )
+    if (protocol := load()) != _LEGACY_PROTOCOL:
+      raise TorchArchiveError(f'{where}: unknown legacy protocol {protocol!r}.')
+    sys_info = load()
+    if not isinstance(sys_info, dict) or not sys_info.get('little_endian', False):
+      raise TorchArchiveError(f'{where}: only little-endian legacy files are supported.')
+    tree = load()
+    keys = load()
+    if (
+      not isinstance(keys, list)
+      or not all(isinstance(key, str) for key in keys)
+      or sorted(keys) != sorted(storages)
+    ):
+      raise TorchArchiveError(
+        f'{where}: the storage list does not match the storages the tensors use.'
+      )
+    for key in keys:
+      storage = storages[key]
+      header = f.read(8)
+      numel = int.from_bytes(header, 'little', signed=True) if len(header) == 8 else -1
+      if numel != storage.size:
+        raise TorchArchiveError(
+          f'{where}: storage {key} records {numel} elements, its tensors need {storage.size}.'
+        )
+      if f.readinto(storage.view(np.uint8)) != storage.nbytes:
+        raise TorchArchiveError(f'{where}: storage {key} is truncated.')
+  return _resolve(tree)
+
+
+def read_archive(path: str | os.PathLike) -> Any:
+  """Unpickles a PyTorch file's object tree with the whitelist; storages become NumPy arrays.
+
+  Args:
+    path: a `.pt` / `.pth` file written by `torch.save` (the zip format of torch >= 1.6, or the
+      legacy one before it) or by `torch.jit.save`.
+
+  Returns:
+    The file's object tree: `ScriptObject`s for TorchScript modules, (Ordered)dicts for state
+    dicts, NumPy arrays for tensors.
+
+  Raises:
+    FileNotFoundError: `path` does not exist.
+    TorchArchiveError: neither format, or malformed records, storages or tensors.
+    UnsafeArchiveError: a pickle names a global outside the whitelist.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f'no PyTorch archive at {path}.')
+  return _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
 
 
 def flatten_tensors(tree: Any) -> dict[str, np.ndarray]:
@@ -237,10 +388,10 @@ def flatten_tensors(tree: Any) -> dict[str, np.ndarray]:
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """The parameters and buffers of a PyTorch / TorchScript archive, read without torch.
+  """The parameters and buffers of a PyTorch checkpoint or TorchScript archive, read without torch.
 
   Args:
-    path: a `.pt` / `.pth` file in PyTorch's zip format.
+    path: a `.pt` / `.pth` file in either format, as `read_archive`.
 
   Returns:
     A flat dict from dotted names (the module attribute path, e.g. `net.layers.conv.weight`, or a

@@ -3,10 +3,9 @@
 The published weights are torchvision's `vgg19-dcbb9e9d.pth`, a state dict of `features.<i>`
 convolutions (i = 0, 2, 5, ..., 34; `weight` (out, in, 3, 3) and `bias`) and `classifier.*`
 linear layers. semgan_jax never downloads it: the user fetches it from `PUBLISHED_URL` and runs the
-converter, which reads it without torch and without open unpickling. The file dates from 2017 and
-is in torch's legacy (pre-1.6) serialisation, not the zip format that `torch_archive` reads, so
-this module also reads that format with the same whitelist (`load_checkpoint_tensors`); a zip
-re-save of the same state dict converts too.
+converter, which reads it without torch and without open unpickling (`torch_archive`). The file
+dates from 2017 and is in torch's legacy (pre-1.6) serialisation; a zip re-save of the same state
+dict converts too.
 
 The converted `.npz` holds the 13 convolutions `VGG19Features` uses (conv1_1 .. conv5_1, the
 perceptual loss stops at relu5_1) as float32 `<conv>/kernel` (3, 3, in, out) and `<conv>/bias`.
@@ -19,16 +18,12 @@ with `allow_pickle=False`.
 """
 
 import argparse
-import collections
 import functools
 import hashlib
 import os
 import pathlib
-import pickle
 import sys
 import warnings
-import zipfile
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -113,160 +108,6 @@ def _check_shapes(shapes, expected, source: str, what: str) -> None:
     )
 
 
-# --- torch's legacy (pre-1.6) serialisation, read with the same whitelist as torch_archive. ------
-# A legacy file is a sequence of pickles: the magic number, the protocol version, a sys_info dict,
-# the object tree (storages as persistent ids), the list of storage keys; then, per key in that
-# order, an int64 element count and the storage's raw bytes. Tensors in the tree refer to storages
-# whose bytes come only after it, so they are rebuilt once the bytes have been read.
-
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_LEGACY_PROTOCOL = 1001
-
-
-class _PendingTensor:
-  """A tensor of the object tree whose storage bytes are read after the tree."""
-
-  def __init__(self, storage, storage_offset, size, stride, *unused_flags):
-    self.args = (storage, storage_offset, size, stride)
-
-
-class _LegacyUnpickler(pickle.Unpickler):
-  """Resolves only tensor rebuilds, storage types and OrderedDict; other globals are refused."""
-
-  _FUNCTIONS = {
-    # torch < 0.4 pickled tensors with `_rebuild_tensor`, later versions with `_rebuild_tensor_v2`.
-    ('torch._utils', '_rebuild_tensor'): _PendingTensor,
-    ('torch._utils', '_rebuild_tensor_v2'): _PendingTensor,
-    ('torch._utils', '_rebuild_parameter'): torch_archive._rebuild_parameter,
-    ('collections', 'OrderedDict'): collections.OrderedDict,
-  }
-
-  def __init__(self, file, where: str, storages: dict[str, np.ndarray], file_size: int):
-    # torch.load's encoding, for str records of files pickled by Python 2.
-    super().__init__(file, encoding='utf-8')
-    self._where = where
-    self._storages = storages
-    self._file_size = file_size
-
-  def find_class(self, module, name):
-    if (module, name) in self._FUNCTIONS:
-      return self._FUNCTIONS[module, name]
-    # Files saved from a GPU name `torch.cuda.<Type>Storage`; the bytes are the same.
-    if module in ('torch', 'torch.cuda') and name in torch_archive._STORAGE_DTYPES:
-      return torch_archive._Storage(name, torch_archive._STORAGE_DTYPES[name])
-    raise torch_archive.UnsafeArchiveError(
-      f'{self._where}: refused to load the global {module}.{name}; only tensor rebuilds, storage '
-      'types and OrderedDict are allowed in a weights file.'
-    )
-
-  def persistent_load(self, pid):
-    if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == 'storage'):
-      raise torch_archive.TorchArchiveError(f'{self._where}: unsupported persistent id {pid!r}.')
-    _, storage_type, key, _, numel, view = pid
-    if not isinstance(storage_type, torch_archive._Storage):
-      raise torch_archive.TorchArchiveError(
-        f'{self._where}: storage of unknown type {storage_type!r}.'
-      )
-    if key not in self._storages:
-      # A storage's bytes are in the file, so a larger one is corrupt or hostile (and would
-      # otherwise be allocated before anything could notice).
-      if not 0 <= int(numel) * storage_type.dtype.itemsize <= self._file_size:
-        raise torch_archive.TorchArchiveError(
-          f'{self._where}: storage {key} of {numel} elements is larger than the file.'
-        )
-      # Filled in place once the tree is read; views below share its memory.
-      self._storages[key] = np.zeros(int(numel), storage_type.dtype)
-    storage = self._storages[key]
-    if view is not None:
-      _, offset, view_size = view
-      if not 0 <= int(offset) <= int(offset) + int(view_size) <= storage.size:
-        raise torch_archive.TorchArchiveError(f'{self._where}: storage view {view!r} out of range.')
-      storage = storage[int(offset) : int(offset) + int(view_size)]
-    return storage
-
-
-def _resolve(node: Any) -> Any:
-  """The object tree with every `_PendingTensor` rebuilt (with torch_archive's bounds checks)."""
-  if isinstance(node, _PendingTensor):
-    return torch_archive._rebuild_tensor(*node.args)
-  if isinstance(node, dict):
-    return {key: _resolve(value) for key, value in node.items()}
-  if isinstance(node, list | tuple):
-    return [_resolve(value) for value in node]
-  return node
-
-
-def _read_legacy(path: pathlib.Path) -> Any:
-  """The object tree of a legacy-format file, tensors as NumPy arrays."""
-  where = str(path)
-  storages = {}
-  file_size = path.stat().st_size
-  with open(path, 'rb') as f:
-
-    def load():
-      # Each call consumes exactly one pickle, leaving the file at the next record.
-      try:
-        return _LegacyUnpickler(f, where, storages, file_size).load()
-      except torch_archive.TorchArchiveError:
-        raise
-      except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise torch_archive.TorchArchiveError(f'{where} is not a valid pickle stream: {e}') from e
-
-    if load() != _LEGACY_MAGIC:
-      raise torch_archive.TorchArchiveError(
-        f'{where} is neither a zip nor a legacy torch.save file (wrong magic number).'
-      )
-    if (protocol := load()) != _LEGACY_PROTOCOL:
-      raise torch_archive.TorchArchiveError(f'{where}: unknown legacy protocol {protocol!r}.')
-    sys_info = load()
-    if not isinstance(sys_info, dict) or not sys_info.get('little_endian', False):
-      raise torch_archive.TorchArchiveError(f'{where}: only little-endian files are supported.')
-    tree = load()
-    keys = load()
-    if (
-      not isinstance(keys, list)
-      or not all(isinstance(key, str) for key in keys)
-      or sorted(keys) != sorted(storages)
-    ):
-      raise torch_archive.TorchArchiveError(
-        f'{where}: the storage list does not match the storages the tensors use.'
-      )
-    for key in keys:
-      storage = storages[key]
-      header = f.read(8)
-      numel = int.from_bytes(header, 'little', signed=True) if len(header) == 8 else -1
-      if numel != storage.size:
-        raise torch_archive.TorchArchiveError(
-          f'{where}: storage {key} records {numel} elements, its tensors need {storage.size}.'
-        )
-      if f.readinto(storage.view(np.uint8)) != storage.nbytes:
-        raise torch_archive.TorchArchiveError(f'{where}: storage {key} is truncated.')
-  return _resolve(tree)
-
-
-def load_checkpoint_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """The tensors of a PyTorch checkpoint in the zip or the legacy format, read without torch.
-
-  Args:
-    path: a `.pth` written by `torch.save`, in the zip format (torch >= 1.6) or the legacy one
-      before it (the tar format of torch's first releases is not supported).
-
-  Returns:
-    A flat dict from dotted names (a state dict's keys) to NumPy arrays in torch's layouts.
-
-  Raises:
-    FileNotFoundError: `path` does not exist.
-    torch_archive.TorchArchiveError: not a checkpoint this reader understands.
-    torch_archive.UnsafeArchiveError: a pickle names a global outside the whitelist.
-  """
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f'no PyTorch checkpoint at {path}.')
-  if zipfile.is_zipfile(path):
-    return torch_archive.load_tensors(path)
-  return torch_archive.flatten_tensors(_read_legacy(path))
-
-
 def _sha256(path: pathlib.Path) -> str:
   digest = hashlib.sha256()
   with open(path, 'rb') as f:
@@ -289,10 +130,11 @@ def convert(src_pth: str | os.PathLike, out_npz: str | os.PathLike) -> pathlib.P
   Raises:
     FileNotFoundError: `src_pth` does not exist.
     torch_archive.TorchArchiveError: `src_pth` is not a readable PyTorch checkpoint.
+    torch_archive.UnsafeArchiveError: `src_pth` names a global outside the reader's whitelist.
     ValueError: the checkpoint is not torchvision's VGG19 (names the first wrong key).
   """
   src_pth, out_npz = pathlib.Path(src_pth), pathlib.Path(out_npz)
-  tensors = load_checkpoint_tensors(src_pth)
+  tensors = torch_archive.load_tensors(src_pth)
   if not _sha256(src_pth).startswith(PUBLISHED_SHA256_PREFIX):
     warnings.warn(
       f'{src_pth} is not the published {PUBLISHED_FILE} (SHA-256 differs); perceptual losses '
