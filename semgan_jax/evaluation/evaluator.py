@@ -53,7 +53,9 @@ class EvalConfigError(ValueError):
   """A `config.evals` entry is malformed; the message names the field."""
 
 
-def check_fields(name: str, cfg: dict, defaults: dict) -> dict:
+def check_fields(name: str, cfg, defaults: dict) -> dict:
+  """`cfg` (a dict or ConfigDict) merged over `defaults`; unknown fields and wrong types raise."""
+  cfg = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg)
   unknown = sorted(set(cfg) - set(defaults))
   if unknown:
     raise EvalConfigError(
@@ -76,11 +78,31 @@ def check_fields(name: str, cfg: dict, defaults: dict) -> dict:
   return merged
 
 
+def check_swd_size(name: str, height: int, width: int) -> None:
+  """Raises an `EvalConfigError` naming the `swd` field if SWD cannot take images of this size."""
+  try:
+    swd_lib.level_resolutions(height, width)
+  except ValueError as e:
+    raise EvalConfigError(f'config.evals.{name}.swd: {e}') from e
+
+
 def to_host(x) -> np.ndarray:
   """A (possibly multi-process) global array as one numpy array on every process."""
   if jax.process_count() > 1:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(jax.device_get(x))
+
+
+def local_rows(rows: np.ndarray) -> np.ndarray:
+  """This process's rows of a global batch (each process holds an equal, consecutive share)."""
+  local = len(rows) // jax.process_count()
+  return rows[jax.process_index() * local : (jax.process_index() + 1) * local]
+
+
+def to_uint8(outputs: jax.Array) -> jax.Array:
+  """A generator's RGB outputs in [-1, 1] as uint8 pixels, rounded and clipped."""
+  images = jnp.clip(jnp.round((outputs.astype(jnp.float32) + 1.0) * 127.5), 0, 255)
+  return images.astype(jnp.uint8)
 
 
 class Progress:
@@ -124,7 +146,6 @@ class SetStatistics:
 
 def check_label_map_config(name: str, cfg, spec, num_examples: int, num_devices: int) -> dict:
   """Checks a `label_maps` entry against the data set and devices; returns it with defaults."""
-  cfg = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg)
   c = check_fields(name, cfg, LABEL_MAP_DEFAULTS)
   if c['num_images'] < 2:
     raise EvalConfigError(f'config.evals.{name}.num_images={c["num_images"]}; expected >= 2.')
@@ -151,10 +172,7 @@ def check_label_map_config(name: str, cfg, spec, num_examples: int, num_devices:
     except ValueError as e:
       raise EvalConfigError(f'config.evals.{name}.ms_ssim_variant: {e}') from e
   if c['swd']:
-    try:
-      swd_lib.level_resolutions(spec.image_size, spec.image_size)
-    except ValueError as e:
-      raise EvalConfigError(f'config.evals.{name}.swd: {e}') from e
+    check_swd_size(name, spec.image_size, spec.image_size)
   return c
 
 
@@ -209,11 +227,14 @@ def load_inception(name: str, fid_weights: str) -> tuple[Callable, Any, str]:
   return inception_features.inception_features, params, str(path)
 
 
-def distribution_metrics(cfg: dict, real: SetStatistics, fake: SetStatistics, resolutions) -> dict:
-  """SWD, FID and KID of two sets' statistics, as `cfg` asks."""
+def distribution_metrics(
+  cfg: dict, real: SetStatistics, fake: SetStatistics, height: int, width: int
+) -> dict:
+  """SWD, FID and KID of two sets' statistics of `height`x`width` images, as `cfg` asks."""
   metrics = {}
   if cfg['swd']:
     key = jax.random.fold_in(jax.random.key(cfg['seed']), 4)
+    resolutions = swd_lib.level_resolutions(height, width)
     metrics.update(
       swd_lib.sliced_wasserstein_distances(
         real.descriptors.levels(), fake.descriptors.levels(), resolutions, key=key
@@ -231,7 +252,96 @@ def distribution_metrics(cfg: dict, real: SetStatistics, fake: SetStatistics, re
   return metrics
 
 
-class LabelMapEvaluator:
+class Evaluator:
+  """What every evaluator type shares: its checked config, features, protocol and batching.
+
+  A subclass names its config check (`check_config`), adds its protocol fields (`_protocol`) and
+  computes its metrics (`metrics`); `run` times them and returns them with the protocol.
+
+  Args:
+    name: the entry's name in `config.evals`.
+    cfg: the entry (a dict or ConfigDict), checked by `check_config`.
+    spec: the data set's `DatasetSpec`.
+    source: random-access source of the evaluated images (`len()`, indexing).
+    mesh: the device mesh; batches are sharded on its `data` axis.
+    feature_fn: `(params, uint8 images) -> (B, D)` features replacing Inception's pool features
+      (e.g. in tests), with `feature_params` its parameters. The parameters are an argument of
+      the compiled pass, not a constant baked into it (Inception's are ~90 MB).
+    feature_params: the parameters of `feature_fn`.
+  """
+
+  check_config: Callable[..., dict]  # (name, cfg, spec, num_examples, num_devices) -> cfg
+
+  def __init__(
+    self,
+    name: str,
+    cfg,
+    *,
+    spec,
+    source,
+    mesh,
+    feature_fn: Callable | None = None,
+    feature_params: Any = None,
+  ):
+    self.cfg = c = self.check_config(name, cfg, spec, len(source), mesh.devices.size)
+    self.name, self.spec, self.source, self.mesh = name, spec, source, mesh
+    self.uses_features = c['fid'] or c['kid']
+    self.feature_fn, self.feature_params = feature_fn, None
+    self.protocol = {'evaluator': name, 'type': c['type'], **self._protocol()}
+    if self.uses_features:
+      if feature_fn is None:
+        self.feature_fn, feature_params, self.protocol['fid_weights'] = load_inception(
+          name, c['fid_weights']
+        )
+      self.feature_params = jax.device_put(feature_params, parallel.replicated(mesh))
+
+  def _protocol(self) -> dict[str, Any]:
+    """How the numbers were made: written next to them, since published numbers drift with it."""
+    raise NotImplementedError
+
+  def _distribution_outputs(self, images, valid, batch_index, stream, feature_params) -> dict:
+    """SWD descriptors and Inception moments or features of one batch (inside the jitted pass)."""
+    c = self.cfg
+    out = {}
+    if c['swd']:
+      key = jax.random.fold_in(jax.random.fold_in(jax.random.key(c['seed']), stream), batch_index)
+      levels = swd_lib.descriptors(images, key)
+      out['descriptors'] = [d.reshape(images.shape[0], -1, d.shape[-1]) for d in levels]
+    if self.uses_features:
+      features = self.feature_fn(feature_params, images).astype(jnp.float32)
+      if c['fid']:
+        out['moments'] = statistics.batch_moments(features, weights=valid.astype(jnp.float32))
+      if c['kid']:
+        out['features'] = features
+    return out
+
+  def _num_batches(self) -> int:
+    return -(-self.cfg['num_images'] // self.cfg['batch_size'])
+
+  def _positions(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's positions in the evaluated set and which of them are images, not padding."""
+    batch_size = self.cfg['batch_size']
+    positions = np.arange(batch_index * batch_size, (batch_index + 1) * batch_size)
+    return positions, positions < self.cfg['num_images']
+
+  def metrics(self, state) -> dict[str, float]:
+    """The metrics of the model of `state`."""
+    raise NotImplementedError
+
+  def run(self, state) -> dict[str, Any]:
+    """Evaluates the model of `state`.
+
+    Returns:
+      {'metrics': {name: float}, 'protocol': {...}}; metric names are bare ('fid', 'swd_avg',
+      ...); the caller prefixes them with `cfg['prefix']` when logging.
+    """
+    start = time.perf_counter()
+    metrics = self.metrics(state)
+    metrics['eval_seconds'] = time.perf_counter() - start
+    return {'metrics': metrics, 'protocol': self.protocol}
+
+
+class LabelMapEvaluator(Evaluator):
   """SWD, MS-SSIM, FID/KID and class-frequency metrics of generated label maps vs real ones.
 
   Generated maps come from fixed latents (the same every call), real ones from a fixed random
@@ -242,60 +352,30 @@ class LabelMapEvaluator:
   Args:
     name: the entry's name in `config.evals`.
     cfg: the entry (a dict or ConfigDict), checked against `LABEL_MAP_DEFAULTS`.
-    spec: the data set's `DatasetSpec`.
     source: random-access source of the data set (`len()`, indexing → {'label': (H, W)}).
-    mesh: the device mesh; batches are sharded on its `data` axis.
     generate_fn: `(state, z) -> outputs`, softmax maps (B, H, W, K) or RGB in [-1, 1].
     head: 'semantic' or 'rgb'.
     latent_dim: size of z.
-    feature_fn: `(params, uint8 images) -> (B, D)` features replacing Inception's pool features
-      (e.g. in tests), with `feature_params` its parameters. The parameters are an argument of
-      the compiled pass, not a constant baked into it (Inception's are ~90 MB).
-    feature_params: the parameters of `feature_fn`.
+    **kwargs: `spec`, `mesh` and optionally `feature_fn`, `feature_params`, as in `Evaluator`.
   """
 
+  check_config = staticmethod(check_label_map_config)
+
   def __init__(
-    self,
-    name: str,
-    cfg,
-    *,
-    spec,
-    source,
-    mesh,
-    generate_fn: Callable,
-    head: str,
-    latent_dim: int,
-    feature_fn: Callable | None = None,
-    feature_params: Any = None,
+    self, name: str, cfg, *, generate_fn: Callable, head: str, latent_dim: int, **kwargs
   ):
-    self.cfg = c = check_label_map_config(name, cfg, spec, len(source), mesh.devices.size)
-    self.name, self.spec, self.source, self.mesh = name, spec, source, mesh
     self.head, self.latent_dim = head, latent_dim
-    self.uses_features = c['fid'] or c['kid']
-    self.feature_fn, self.feature_params = feature_fn, feature_params
-    self.protocol = self._protocol()
-    if self.uses_features and feature_fn is None:
-      self.feature_fn, self.feature_params = self._inception_features()
-    if self.uses_features:
-      self.feature_params = jax.device_put(self.feature_params, parallel.replicated(mesh))
-    self._palette = jnp.asarray(spec.palette, jnp.uint8)
+    super().__init__(name, cfg, **kwargs)
+    self._palette = jnp.asarray(self.spec.palette, jnp.uint8)
     self._generate = generate_fn
     self._real_stats: SetStatistics | None = None
     self._compile()
 
   # Construction helpers.
 
-  def _inception_features(self) -> tuple[Callable, Any]:
-    fn, params, path = load_inception(self.name, self.cfg['fid_weights'])
-    self.protocol['fid_weights'] = path
-    return fn, params
-
   def _protocol(self) -> dict[str, Any]:
-    """How the numbers were made: written next to them, since published numbers drift with it."""
     c, size = self.cfg, self.spec.image_size
     protocol = {
-      'evaluator': self.name,
-      'type': c['type'],
       'dataset': self.spec.name,
       'image_size': self.spec.image_size,
       'num_images': c['num_images'],
@@ -337,18 +417,7 @@ class LabelMapEvaluator:
 
     def measure(images, labels, valid, batch_index, stream, feature_params):
       """Everything the metrics need from one batch of uint8 images and class ids."""
-      valid_f = valid.astype(jnp.float32)
-      out = {}
-      if c['swd']:
-        key = jax.random.fold_in(jax.random.fold_in(base_key, stream), batch_index)
-        levels = swd_lib.descriptors(images, key)
-        out['descriptors'] = [d.reshape(images.shape[0], -1, d.shape[-1]) for d in levels]
-      if self.uses_features:
-        features = self.feature_fn(feature_params, images).astype(jnp.float32)
-        if c['fid']:
-          out['moments'] = statistics.batch_moments(features, weights=valid_f)
-        if c['kid']:
-          out['features'] = features
+      out = self._distribution_outputs(images, valid, batch_index, stream, feature_params)
       if c['class_frequencies']:
         ignored = jnp.where(valid[:, None, None], labels, spec.num_classes)
         out['class_counts'] = semantic.class_counts(ignored, spec.num_classes + 1)[:-1]
@@ -358,6 +427,7 @@ class LabelMapEvaluator:
         scores = ms_ssim_lib.ms_ssim(
           images[0::2], images[1::2], variant=c['ms_ssim_variant'], max_val=255.0
         )
+        valid_f = valid.astype(jnp.float32)
         pair_valid = valid_f[0::2] * valid_f[1::2]
         out['ms_ssim_sum'] = jnp.sum(scores * pair_valid)
         out['ms_ssim_pairs'] = jnp.sum(pair_valid)
@@ -375,8 +445,7 @@ class LabelMapEvaluator:
         labels = jnp.argmax(outputs, axis=-1).astype(jnp.int32)
         images = self._palette[labels]
       else:
-        images = jnp.clip(jnp.round((outputs.astype(jnp.float32) + 1.0) * 127.5), 0, 255)
-        images = images.astype(jnp.uint8)
+        images = to_uint8(outputs)
         labels = semantic.nearest_palette_labels(images, spec.palette)
       return measure(images, labels, valid_mask(batch_index), batch_index, 2, feature_params)
 
@@ -393,21 +462,16 @@ class LabelMapEvaluator:
 
   # Streaming.
 
-  def _num_batches(self) -> int:
-    return -(-self.cfg['num_images'] // self.cfg['batch_size'])
-
   def _merge(self, stats: SetStatistics, out: dict, valid: np.ndarray) -> None:
     merge_batch(stats, out, valid)
 
   def _real_batch(self, batch_index: int) -> tuple[jax.Array, np.ndarray]:
     """This batch's real label maps as a global array (each process loads its rows only)."""
-    batch_size, num_images = self.cfg['batch_size'], self.cfg['num_images']
-    positions = np.arange(batch_index * batch_size, (batch_index + 1) * batch_size)
-    valid = positions < num_images
+    positions, valid = self._positions(batch_index)
     indices = self._real_indices[np.where(valid, positions, 0)]
-    local = batch_size // jax.process_count()
-    mine = indices[jax.process_index() * local : (jax.process_index() + 1) * local]
-    labels = np.stack([np.asarray(self.source[int(i)]['label'], np.int32) for i in mine])
+    labels = np.stack(
+      [np.asarray(self.source[int(i)]['label'], np.int32) for i in local_rows(indices)]
+    )
     segmentation.check_labels(labels, self.spec.num_classes, None, name=f'{self.spec.name} maps')
     return parallel.make_global_batch(labels, self.mesh), valid
 
@@ -432,35 +496,21 @@ class LabelMapEvaluator:
     return self._real_stats
 
   def generated_statistics(self, state) -> SetStatistics:
-    batch_size, num_images = self.cfg['batch_size'], self.cfg['num_images']
-
     def run_batch(batch_index):
-      positions = np.arange(batch_index * batch_size, (batch_index + 1) * batch_size)
       out = self._generated_pass(state, batch_index, self.feature_params)
-      return out, positions < num_images
+      return out, self._positions(batch_index)[1]
 
     return self._stream('generated', run_batch)
 
-  def run(self, state) -> dict[str, Any]:
-    """Evaluates the generator of `state`.
-
-    Returns:
-      {'metrics': {name: float}, 'protocol': {...}}; metric names are bare ('fid', 'swd_avg',
-      ...); the caller prefixes them with `cfg['prefix']` when logging.
-    """
-    start = time.perf_counter()
-    real = self.real_statistics()
-    fake = self.generated_statistics(state)
-    metrics = self.compare(real, fake)
-    metrics['eval_seconds'] = time.perf_counter() - start
-    return {'metrics': metrics, 'protocol': self.protocol}
+  def metrics(self, state) -> dict[str, float]:
+    """The metrics of the generator of `state` against the real set."""
+    return self.compare(self.real_statistics(), self.generated_statistics(state))
 
   def compare(self, real: SetStatistics, fake: SetStatistics) -> dict[str, float]:
     """The metrics of a generated set's statistics against the real set's."""
     c, spec = self.cfg, self.spec
     metrics: dict[str, float] = {'num_images': float(fake.num_images)}
-    resolutions = swd_lib.level_resolutions(spec.image_size, spec.image_size)
-    metrics.update(distribution_metrics(c, real, fake, resolutions))
+    metrics.update(distribution_metrics(c, real, fake, spec.image_size, spec.image_size))
     if c['ms_ssim']:
       metrics['ms_ssim'] = fake.ms_ssim_sum / max(fake.ms_ssim_pairs, 1)
       metrics['ms_ssim_real'] = real.ms_ssim_sum / max(real.ms_ssim_pairs, 1)

@@ -6,19 +6,15 @@ descriptors, Inception moments (FID) or features (KID), and the paired L1 error.
 segmenter on the generated photos arrives with ERFNet.
 """
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from semgan_jax import parallel
 from semgan_jax.evaluation import evaluator as base
-from semgan_jax.evaluation import statistics
-from semgan_jax.evaluation import swd as swd_lib
 
 PHOTO_DEFAULTS = {
   'type': 'photos',
@@ -37,7 +33,6 @@ PHOTO_DEFAULTS = {
 
 def check_photo_config(name: str, cfg, spec, num_examples: int, num_devices: int) -> dict:
   """Checks a `photos` entry; returns it with defaults and `num_images` resolved."""
-  cfg = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg)
   c = base.check_fields(name, cfg, PHOTO_DEFAULTS)
   if c['num_images'] == 0:
     c['num_images'] = num_examples
@@ -52,14 +47,11 @@ def check_photo_config(name: str, cfg, spec, num_examples: int, num_devices: int
       f'{num_devices} devices.'
     )
   if c['swd']:
-    try:
-      swd_lib.level_resolutions(spec.height, spec.width)
-    except ValueError as e:
-      raise base.EvalConfigError(f'config.evals.{name}.swd: {e}') from e
+    base.check_swd_size(name, spec.height, spec.width)
   return c
 
 
-class PhotoEvaluator:
+class PhotoEvaluator(base.Evaluator):
   """SWD, FID/KID and L1 of G's translations of held-out label maps against the real photos.
 
   Args:
@@ -67,29 +59,19 @@ class PhotoEvaluator:
     cfg: the entry, checked against `PHOTO_DEFAULTS`.
     spec: the data set's `DatasetSpec` (paired).
     source: random-access source of `cfg['split']`.
-    mesh: the device mesh; batches are sharded on its `data` axis.
     translate_fn: `(state, labels, instances) -> (B, H, W, 3)` photos in [-1, 1].
-    feature_fn, feature_params: replace the Inception features (tests), as in `LabelMapEvaluator`.
+    **kwargs: `mesh` and optionally `feature_fn`, `feature_params`, as in `base.Evaluator`.
   """
 
-  def __init__(
-    self,
-    name: str,
-    cfg,
-    *,
-    spec,
-    source,
-    mesh,
-    translate_fn: Callable,
-    feature_fn: Callable | None = None,
-    feature_params: Any = None,
-  ):
-    self.cfg = c = check_photo_config(name, cfg, spec, len(source), mesh.devices.size)
-    self.name, self.spec, self.source, self.mesh = name, spec, source, mesh
-    self.uses_features = c['fid'] or c['kid']
-    self.protocol = {
-      'evaluator': name,
-      'type': 'photos',
+  check_config = staticmethod(check_photo_config)
+
+  def __init__(self, name: str, cfg, *, translate_fn: Callable, **kwargs):
+    super().__init__(name, cfg, **kwargs)
+    self._compile(translate_fn)
+
+  def _protocol(self) -> dict[str, Any]:
+    c, spec = self.cfg, self.spec
+    protocol = {
       'dataset': f'{spec.name}:{c["split"]}',
       'size': f'{spec.height}x{spec.width}',
       'num_images': c['num_images'],
@@ -97,80 +79,45 @@ class PhotoEvaluator:
       'real': 'the photos of the same pairs, uint8',
     }
     if c['swd']:
-      self.protocol['swd'] = 'Progressive GAN, as the label_maps evaluator'
-    if self.uses_features:
-      if feature_fn is None:
-        feature_fn, feature_params, path = base.load_inception(name, c['fid_weights'])
-        self.protocol['fid_weights'] = path
-      self.feature_params = jax.device_put(feature_params, parallel.replicated(mesh))
-    else:
-      self.feature_params = None
-    self.feature_fn = feature_fn
-    self._compile(translate_fn)
+      protocol['swd'] = 'Progressive GAN, as the label_maps evaluator'
+    return protocol
 
   def _compile(self, translate_fn: Callable) -> None:
-    c = self.cfg
-    base_key = jax.random.key(c['seed'])
     sharded, replicated = parallel.batch_sharded(self.mesh), parallel.replicated(self.mesh)
 
-    def measure(images, valid, batch_index, stream, feature_params):
-      out = {}
-      if c['swd']:
-        key = jax.random.fold_in(jax.random.fold_in(base_key, stream), batch_index)
-        levels = swd_lib.descriptors(images, key)
-        out['descriptors'] = [d.reshape(images.shape[0], -1, d.shape[-1]) for d in levels]
-      if self.uses_features:
-        features = self.feature_fn(feature_params, images).astype(jnp.float32)
-        if c['fid']:
-          out['moments'] = statistics.batch_moments(features, weights=valid.astype(jnp.float32))
-        if c['kid']:
-          out['features'] = features
-      return out
-
     def both_passes(state, batch, valid, batch_index, feature_params):
-      fake = translate_fn(state, batch['label'], batch['instance'])
-      fake = jnp.clip(jnp.round((fake.astype(jnp.float32) + 1.0) * 127.5), 0, 255)
-      fake = fake.astype(jnp.uint8)
+      fake = base.to_uint8(translate_fn(state, batch['label'], batch['instance']))
       real = batch['image']
       l1 = jnp.abs(fake.astype(jnp.float32) - real.astype(jnp.float32)).mean(axis=(1, 2, 3))
       return (
-        measure(real, valid, batch_index, 3, feature_params),
-        measure(fake, valid, batch_index, 2, feature_params),
+        self._distribution_outputs(real, valid, batch_index, 3, feature_params),
+        self._distribution_outputs(fake, valid, batch_index, 2, feature_params),
         jnp.sum(jnp.where(valid, l1, 0.0)) / 127.5,  # in the [-1, 1] units of the generator
       )
 
     self._pass = jax.jit(both_passes, in_shardings=(replicated, sharded, sharded, None, replicated))
 
   def _batch(self, batch_index: int):
-    batch_size, num_images = self.cfg['batch_size'], self.cfg['num_images']
-    positions = np.arange(batch_index * batch_size, (batch_index + 1) * batch_size)
-    valid = positions < num_images
-    local = batch_size // jax.process_count()
-    mine = np.where(valid, positions, 0)[
-      jax.process_index() * local : (jax.process_index() + 1) * local
-    ]
-    examples = [self.source[int(i)] for i in mine]
+    positions, valid = self._positions(batch_index)
+    examples = [self.source[int(i)] for i in base.local_rows(np.where(valid, positions, 0))]
     batch = {
       'image': np.stack([np.asarray(e['image'], np.uint8) for e in examples]),
       'label': np.stack([np.asarray(e['label'], np.int32) for e in examples]),
       'instance': np.stack([np.asarray(e['instance'], np.int32) for e in examples]),
     }
     batch['label'] = np.where(batch['label'] < 0, 0, batch['label'])  # license plates (-1)
-    local_valid = valid[jax.process_index() * local : (jax.process_index() + 1) * local]
     return (
       parallel.make_global_batch(batch, self.mesh),
-      parallel.make_global_batch(local_valid, self.mesh),
+      parallel.make_global_batch(base.local_rows(valid), self.mesh),
       valid,
     )
 
-  def run(self, state) -> dict[str, Any]:
-    """Translates the split's label maps with `state`'s G; returns metrics and protocol."""
-    start = time.perf_counter()
-    c = self.cfg
+  def metrics(self, state) -> dict[str, float]:
+    """Translates the split's label maps with `state`'s G; the metrics against the real photos."""
     real, fake = base.SetStatistics(), base.SetStatistics()
     l1_sum = 0.0
-    progress = base.Progress(f'eval {self.name}', c['num_images'])
-    for batch_index in range(-(-c['num_images'] // c['batch_size'])):
+    progress = base.Progress(f'eval {self.name}', self.cfg['num_images'])
+    for batch_index in range(self._num_batches()):
       batch, valid_device, valid = self._batch(batch_index)
       real_out, fake_out, l1 = self._pass(
         state, batch, valid_device, batch_index, self.feature_params
@@ -179,11 +126,11 @@ class PhotoEvaluator:
       base.merge_batch(fake, fake_out, valid)
       l1_sum += float(base.to_host(l1))
       progress.update(fake.num_images)
-    resolutions = swd_lib.level_resolutions(self.spec.height, self.spec.width)
     metrics = {'num_images': float(fake.num_images), 'l1': l1_sum / fake.num_images}
-    metrics.update(base.distribution_metrics(c, real, fake, resolutions))
-    metrics['eval_seconds'] = time.perf_counter() - start
-    return {'metrics': metrics, 'protocol': self.protocol}
+    metrics.update(
+      base.distribution_metrics(self.cfg, real, fake, self.spec.height, self.spec.width)
+    )
+    return metrics
 
 
 def build_photo_evaluators(evals_config, *, spec, load_split, mesh, translate_fn) -> dict:
