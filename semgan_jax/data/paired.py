@@ -11,9 +11,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from semgan_jax.data import batching
+
 # Whole batches are the elements, so a short queue keeps the device busy; shorter than the
 # label-only pipeline's, as a batch of photos is larger.
-_NUM_READ_THREADS = 4
 _PREFETCH_BATCHES = 4
 # The Cityscapes 'license plate' id. The official tools never write it into labelIds files, but a
 # converted map may carry it; cityscapesScripts' evaluation counts it as 0 'unlabeled'.
@@ -99,10 +100,10 @@ def create_paired_iterator(
 ) -> grain.DatasetIterator:
   """Returns an endless, checkpointable iterator of this process's label-photo batches.
 
-  As `pipeline.create_input_iterator`: each process reads the strided shard
-  `source[process_index::process_count]`, shuffled with `seed` (a new order every epoch), so the
-  batches depend only on (seed, step, process_count), and `get_state()` / `set_state()` resume
-  the stream exactly.
+  As `pipeline.create_input_iterator`, through the same `batching.create_batch_iterator`: each
+  process reads the strided shard `source[process_index::process_count]`, shuffled with `seed`
+  (a new order every epoch), so the batches depend only on (seed, step, process_count), and
+  `get_state()` / `set_state()` resume the stream exactly.
 
   Label id -1 (Cityscapes' license plate) becomes 0 'unlabeled', as in cityscapesScripts'
   evaluation; any other id outside [0, num_classes) is an error.
@@ -127,14 +128,7 @@ def create_paired_iterator(
       not integer maps of the image's size, or a batch holds a label id outside [0, num_classes)
       other than -1.
   """
-  if global_batch_size <= 0 or global_batch_size % process_count:
-    raise ValueError(
-      f'global_batch_size {global_batch_size} must be a positive multiple of process_count '
-      f'{process_count}'
-    )
-  if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index {process_index} is not in [0, {process_count})')
-  local_batch_size = global_batch_size // process_count
+  batch_size = batching.local_batch_size(global_batch_size, process_index, process_count)
 
   def check_example(example):
     # Per example, before batching: stacking examples of different sizes would fail inside grain
@@ -168,15 +162,13 @@ def create_paired_iterator(
       label = np.where(label == LICENSE_PLATE_ID, 0, label).astype(np.int32)
     return {**batch, 'label': label}
 
-  ds = grain.MapDataset.source(source)
-  ds = ds[process_index::process_count]
-  # Shuffle before repeat: grain folds the epoch into the seed, so every epoch is a new order.
-  ds = ds.shuffle(seed=seed)
-  ds = ds.repeat()
-  ds = ds.map(check_example)
-  ds = ds.batch(local_batch_size, drop_remainder=True)
-  ds = ds.map(check_batch)
-  read_options = grain.ReadOptions(
-    num_threads=_NUM_READ_THREADS, prefetch_buffer_size=_PREFETCH_BATCHES
+  return batching.create_batch_iterator(
+    source,
+    batch_size=batch_size,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+    example_fn=check_example,
+    batch_fn=check_batch,
+    prefetch_batches=_PREFETCH_BATCHES,
   )
-  return iter(ds.to_iter_dataset(read_options))

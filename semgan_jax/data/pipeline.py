@@ -19,11 +19,10 @@ import tensorflow_datasets as tfds
 from absl import logging
 from jax.experimental import multihost_utils
 
-from semgan_jax.data import cityscapes, colored_shapes, streets
+from semgan_jax.data import batching, cityscapes, colored_shapes, streets
 
 # Elements of the iterator are whole batches, so a short queue already keeps the device busy;
 # grain's default (500 elements) would hold hundreds of one-hot batches in host memory.
-_NUM_READ_THREADS = 4
 _PREFETCH_BATCHES = 8
 
 
@@ -283,14 +282,7 @@ def create_input_iterator(
     ValueError: If global_batch_size is not divisible by process_count, the process index is out
       of range, or (while iterating) a batch holds a label id outside [0, num_classes).
   """
-  if global_batch_size <= 0 or global_batch_size % process_count:
-    raise ValueError(
-      f'global_batch_size {global_batch_size} must be a positive multiple of process_count '
-      f'{process_count}'
-    )
-  if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index {process_index} is not in [0, {process_count})')
-  local_batch_size = global_batch_size // process_count
+  batch_size = batching.local_batch_size(global_batch_size, process_index, process_count)
   eye = np.eye(num_classes, dtype=np.float32)
 
   def to_label(example):
@@ -306,18 +298,16 @@ def create_input_iterator(
       raise ValueError(f'label id {bad} is out of range for num_classes {num_classes}')
     return {'label': label, 'onehot': eye[label]} if include_onehot else {'label': label}
 
-  ds = grain.MapDataset.source(source)
-  ds = ds[process_index::process_count]
-  # Shuffle before repeat: grain folds the epoch into the seed, so every epoch is a new order.
-  ds = ds.shuffle(seed=seed)
-  ds = ds.repeat()
-  ds = ds.map(to_label)
-  ds = ds.batch(local_batch_size, drop_remainder=True)
-  ds = ds.map(check_and_add_onehot)
-  read_options = grain.ReadOptions(
-    num_threads=_NUM_READ_THREADS, prefetch_buffer_size=_PREFETCH_BATCHES
+  return batching.create_batch_iterator(
+    source,
+    batch_size=batch_size,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+    example_fn=to_label,
+    batch_fn=check_and_add_onehot,
+    prefetch_batches=_PREFETCH_BATCHES,
   )
-  return iter(ds.to_iter_dataset(read_options))
 
 
 def colorize(labels, palette) -> np.ndarray:
