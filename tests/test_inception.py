@@ -426,7 +426,7 @@ def test_wrong_architecture_is_refused(random_flat_params, tmp_path):
     fid_inception.load_params(tmp_path / 'reshaped.npz')
 
   extra = {'classifier/kernel': np.zeros((2048, 1008), np.float32), **random_flat_params}
-  with pytest.raises(ValueError, match='classifier/kernel is not a parameter'):
+  with pytest.raises(ValueError, match='classifier/kernel is not a variable'):
     fid_inception.check_architecture({k: v.shape for k, v in extra.items()}, 'extra.npz')
 
 

@@ -237,7 +237,7 @@ def test_wrong_architecture_is_refused(random_params, tmp_path):
 
   extra = dict(flat, **{'conv5_2/kernel': np.zeros((3, 3, 512, 512), np.float32)})
   np.savez(tmp_path / 'extra.npz', **extra)
-  with pytest.raises(ValueError, match='conv5_2/kernel is not a parameter of VGG19Features'):
+  with pytest.raises(ValueError, match='conv5_2/kernel is not a variable of VGG19Features'):
     vgg19.load_params(tmp_path / 'extra.npz')
 
   # Checkpoints of other networks: VGG16 lacks conv3_4 (features.16), VGG19-BN has BN tensors.
@@ -249,7 +249,7 @@ def test_wrong_architecture_is_refused(random_params, tmp_path):
       vgg19.convert(tmp_path / 'vgg16.pth', tmp_path / 'out.npz')
   bn_like = dict(small, **{'features.1.running_mean': np.zeros(64, np.float32)})
   torch_zip.write_zip(tmp_path / 'bn.pth', bn_like)
-  with pytest.raises(ValueError, match=r'features\.1\.running_mean is not a parameter of torch'):
+  with pytest.raises(ValueError, match=r'features\.1\.running_mean is not a variable of torch'):
     with pytest.warns(UserWarning):
       vgg19.convert(tmp_path / 'bn.pth', tmp_path / 'out.npz')
   assert not (tmp_path / 'out.npz').exists()

@@ -1,4 +1,4 @@
-"""Pure Flax modules: generators, discriminators, residual blocks and the layers they share."""
+"""Pure Flax modules: generators, discriminators, residual blocks, ERFNet and their layers."""
 
 from semgan_jax.models.blocks import BLOCKS
 from semgan_jax.models.discriminators import (
@@ -6,11 +6,13 @@ from semgan_jax.models.discriminators import (
   MultiScaleDiscriminator,
   PatchGANDiscriminator,
 )
+from semgan_jax.models.erfnet import ERFNet
 from semgan_jax.models.generators import HEADS, LabelToPhotoGenerator, LatentToLabelGenerator
 
 __all__ = [
   'BLOCKS',
   'DCGANDiscriminator',
+  'ERFNet',
   'HEADS',
   'LabelToPhotoGenerator',
   'LatentToLabelGenerator',

@@ -133,13 +133,16 @@ def conv_transpose(
     (B, H', W', Cout), as `lax.conv_transpose`.
   """
   pad_pairs = [padding] * 2 if isinstance(padding, str) else list(padding)
-  pads = [_dilated_input_padding(k, s, p) for k, s, p in zip(kernel.shape[:2], strides, pad_pairs)]
+  pads = [
+    _dilated_input_padding(k, s, p)
+    for k, s, p in zip(kernel.shape[:2], strides, pad_pairs, strict=True)
+  ]
   sizes_in = x.shape[1:3]
   sizes_out = [
     (n - 1) * s + 1 + before + after - k + 1
-    for n, s, (before, after), k in zip(sizes_in, strides, pads, kernel.shape[:2])
+    for n, s, (before, after), k in zip(sizes_in, strides, pads, kernel.shape[:2], strict=True)
   ]
-  if any(n % s for n, s in zip(sizes_out, strides)) or any(n <= 0 for n in sizes_out):
+  if any(n % s for n, s in zip(sizes_out, strides, strict=True)) or any(n <= 0 for n in sizes_out):
     return lax.conv_transpose(x, kernel, tuple(strides), pads)
 
   def phase(a: int, axis: int) -> tuple[int, tuple[int, int]]:

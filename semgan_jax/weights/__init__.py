@@ -1,4 +1,4 @@
-"""Converters for published weights (FID Inception-v3, VGG19) to our `.npz` format, torch-free.
+"""Converters of published weights (FID Inception-v3, VGG19, ERFNet) to our `.npz`, torch-free.
 
 Each converter reads the published file without torch and without general unpickling
 (`torch_archive`), validates the architecture, and writes a flat `.npz` (`npz_io`) that training

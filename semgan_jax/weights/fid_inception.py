@@ -107,22 +107,13 @@ def check_architecture(shapes: dict[str, tuple[int, ...]], source: str) -> None:
     shapes: our `/`-joined keys → shapes, as read from a weights file.
     source: the file, for the message.
   """
-  expected = expected_shapes()
-  problems = []
-  for key, shape in expected.items():
-    if key not in shapes:
-      problems.append(f'{key} is missing (expected shape {shape})')
-    elif tuple(shapes[key]) != shape:
-      problems.append(f'{key} has shape {tuple(shapes[key])}, expected {shape}')
-  problems += [
-    f'{key} is not a parameter of FIDInceptionV3' for key in shapes if key not in expected
-  ]
-  if problems:
-    more = f' (and {len(problems) - 1} more differences)' if len(problems) > 1 else ''
-    raise ValueError(
-      f'{source} is a weights file of the wrong architecture for FIDInceptionV3: '
-      f'{problems[0]}{more}. {HOW_TO_GET_WEIGHTS}'
-    )
+  npz_io.check_shapes(
+    shapes,
+    expected_shapes(),
+    source=source,
+    what='FIDInceptionV3',
+    how_to_fix=HOW_TO_GET_WEIGHTS,
+  )
 
 
 def _sha1(path: pathlib.Path) -> str:

@@ -26,6 +26,38 @@ def write_npz_atomically(out_npz: pathlib.Path, arrays: dict[str, np.ndarray]) -
   return out_npz
 
 
+def check_shapes(
+  shapes: dict[str, tuple[int, ...]],
+  expected: dict[str, tuple[int, ...]],
+  *,
+  source: str,
+  what: str,
+  how_to_fix: str,
+) -> None:
+  """Raises a ValueError naming the first key of `shapes` that is missing, extra or misshapen.
+
+  Args:
+    shapes: the keys → shapes a weights file holds.
+    expected: the keys → shapes the architecture needs.
+    source: the file, for the message.
+    what: the architecture, for the message (e.g. 'VGG19Features (conv1_1 .. conv5_1)').
+    how_to_fix: appended to the message (where the right file comes from).
+  """
+  problems = []
+  for key, shape in expected.items():
+    if key not in shapes:
+      problems.append(f'{key} is missing (expected shape {shape})')
+    elif tuple(shapes[key]) != shape:
+      problems.append(f'{key} has shape {tuple(shapes[key])}, expected {shape}')
+  problems += [f'{key} is not a variable of {what}' for key in shapes if key not in expected]
+  if problems:
+    more = f' (and {len(problems) - 1} more differences)' if len(problems) > 1 else ''
+    raise ValueError(
+      f'{source} is a weights file of the wrong architecture for {what}: '
+      f'{problems[0]}{more}. {how_to_fix}'
+    )
+
+
 def load_checked_params(
   npz_path: pathlib.Path,
   check_architecture: Callable[[dict[str, tuple[int, ...]], str], None],

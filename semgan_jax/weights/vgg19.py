@@ -89,23 +89,13 @@ def check_architecture(shapes: dict[str, tuple[int, ...]], source: str) -> None:
     shapes: our `/`-joined keys → shapes, as read from a weights file.
     source: the file, for the message.
   """
-  _check_shapes(shapes, expected_shapes(), source, 'VGG19Features (conv1_1 .. conv5_1)')
-
-
-def _check_shapes(shapes, expected, source: str, what: str) -> None:
-  problems = []
-  for key, shape in expected.items():
-    if key not in shapes:
-      problems.append(f'{key} is missing (expected shape {shape})')
-    elif tuple(shapes[key]) != shape:
-      problems.append(f'{key} has shape {tuple(shapes[key])}, expected {shape}')
-  problems += [f'{key} is not a parameter of {what}' for key in shapes if key not in expected]
-  if problems:
-    more = f' (and {len(problems) - 1} more differences)' if len(problems) > 1 else ''
-    raise ValueError(
-      f'{source} is a weights file of the wrong architecture for {what}: '
-      f'{problems[0]}{more}. {HOW_TO_GET_WEIGHTS}'
-    )
+  npz_io.check_shapes(
+    shapes,
+    expected_shapes(),
+    source=source,
+    what='VGG19Features (conv1_1 .. conv5_1)',
+    how_to_fix=HOW_TO_GET_WEIGHTS,
+  )
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -142,7 +132,13 @@ def convert(src_pth: str | os.PathLike, out_npz: str | os.PathLike) -> pathlib.P
       stacklevel=2,
     )
   features = {k: v.shape for k, v in tensors.items() if not k.startswith(_IGNORED_PREFIX)}
-  _check_shapes(features, expected_source_shapes(), str(src_pth), "torchvision's VGG19")
+  npz_io.check_shapes(
+    features,
+    expected_source_shapes(),
+    source=str(src_pth),
+    what="torchvision's VGG19",
+    how_to_fix=HOW_TO_GET_WEIGHTS,
+  )
   arrays = {}
   for name, _ in USED_CONVS:
     prefix = f'features.{TORCHVISION_INDICES[name]}'
