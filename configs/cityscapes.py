@@ -13,8 +13,10 @@ Variants, chosen after a colon: `--config=configs/cityscapes.py:<variant>`
   d          Res2Block + SIPL.
   e          CRB, no SIPL.
 Append `,small` (e.g. `:e,small`) for 128×256 with 3 downsamplings, for a single-GPU try-out.
-SIPL needs a frozen Cityscapes ERFNet, which arrives with the next issue: until then the SIPL
-columns (c, d, f) stop with a clear message; set `--config.loss.lambda_sipl=0` to run without.
+The SIPL columns (c, d, f) need erfnet_pytorch's published Cityscapes ERFNet, converted once:
+`python -m semgan_jax.weights.erfnet --src=erfnet_pretrained.pth` (the file is at
+https://github.com/Eromera/erfnet_pytorch/tree/master/trained_models; nothing is downloaded for
+you). Without it they stop with that message; `--config.loss.lambda_sipl=0` runs without SIPL.
 """
 
 import ml_collections
@@ -72,7 +74,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.loss.lambda_feat = 10.0  # λ3
   config.loss.lambda_vgg = 10.0  # λ4; needs the converted VGG19 weights (semgan_jax.weights.vgg19)
   config.loss.vgg_weights = ''
-  config.loss.lambda_sipl = 1.0 if sipl else 0.0  # λ2
+  config.loss.lambda_sipl = 1.0 if sipl else 0.0  # λ2; needs the converted ERFNet weights
+  config.loss.erfnet_weights = ''  # '' = ~/.cache/semgan_jax/weights/erfnet_cityscapes.npz
 
   config.optim = ml_collections.ConfigDict()
   config.optim.lr = 2e-4

@@ -44,7 +44,11 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # weights, which a fresh machine does not have (see semgan_jax.weights.vgg19 to convert them).
   config.loss.lambda_vgg = 0.0
   config.loss.vgg_weights = ''  # Converted .npz ('' = ~/.cache/semgan_jax/weights/vgg19.npz).
-  config.loss.lambda_sipl = 0.0  # SIPL (λ2 = 1 in the paper) needs ERFNet: a later issue.
+  # SIPL (λ2 = 1 in the paper): off, as it needs a frozen ERFNet. The published one is trained on
+  # Cityscapes photos, not on these renderings (a segmenter trained on them is not built yet);
+  # converting it (semgan_jax.weights.erfnet) and setting λ2 > 0 runs SIPL with it here.
+  config.loss.lambda_sipl = 0.0
+  config.loss.erfnet_weights = ''  # '' = ~/.cache/semgan_jax/weights/erfnet_cityscapes.npz
 
   config.optim = ml_collections.ConfigDict()
   config.optim.lr = 2e-4

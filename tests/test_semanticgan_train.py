@@ -121,6 +121,55 @@ def test_perceptual_loss_without_weights_is_a_clear_error(streets_config, tmp_pa
   assert not (tmp_path / 'run' / 'checkpoints').exists()
 
 
+@pytest.fixture(scope='module')
+def erfnet_npz(tmp_path_factory):
+  """Random 20-class ERFNet variables in our weights format (what the converter writes)."""
+  from flax import traverse_util
+
+  from semgan_jax.models import ERFNet
+  from semgan_jax.weights import npz_io
+
+  variables = ERFNet().init(jax.random.key(5), jnp.zeros((1, 32, 64, 3)))
+  flat = traverse_util.flatten_dict(jax.device_get(variables), sep='/')
+  path = tmp_path_factory.mktemp('erfnet') / 'erfnet.npz'
+  return npz_io.write_npz_atomically(path, {k: np.asarray(v) for k, v in flat.items()})
+
+
+def test_sipl_term_segments_the_fake_with_the_frozen_erfnet(streets_config, erfnet_npz):
+  from semgan_jax.data import cityscapes
+  from semgan_jax.models import ERFNet
+
+  config = streets_config.copy_and_resolve_references()
+  config.loss.lambda_sipl, config.loss.erfnet_weights = 1.0, str(erfnet_npz)
+  frozen = semanticgan_loop.load_frozen_params(config)
+  assert set(frozen) == {'erfnet'} and set(frozen['erfnet']) == {'params', 'batch_stats'}
+  extra = semanticgan_loop._extra_g_losses(config)
+  weight, sipl = extra['sipl']
+  assert weight == 1.0
+
+  # The term is the cross-entropy of ERFNet's softmax on G's image mapped to [0, 1], against the
+  # training ids of the label map, void pixels left out.
+  batch = _batch(config)
+  fake = np.random.default_rng(2).uniform(-1, 1, batch['image'].shape).astype(np.float32)
+  logits = np.asarray(ERFNet().apply(frozen['erfnet'], (fake + 1) / 2), np.float64)
+  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  train_ids = cityscapes.TRAIN_IDS[batch['label']].astype(np.int64)
+  valid = train_ids != cityscapes.IGNORE_TRAIN_ID
+  picked = np.take_along_axis(log_probs, np.where(valid, train_ids, 0)[..., None], -1)[..., 0]
+  expected = -picked[valid].mean()
+  np.testing.assert_allclose(float(jax.jit(sipl)(frozen, fake, batch)), expected, rtol=1e-4)
+
+  # In the step: logged, G moves differently than without it, ERFNet itself never moves.
+  state = create_semanticgan_state(config, jax.random.key(0), frozen)
+  with_sipl, metrics = _step(config, lambda_vgg=0.0, extra_g_losses=extra)(
+    state, batch, jax.random.key(1)
+  )
+  without, _ = _step(config, lambda_vgg=0.0)(state, batch, jax.random.key(1))
+  assert np.isfinite(float(metrics['train/g_sipl'])) and float(metrics['train/g_sipl']) > 0
+  assert _changed(with_sipl.g_params, without.g_params)
+  assert not _changed(with_sipl.frozen_params, state.frozen_params)
+
+
 @pytest.mark.parametrize(
   ('field', 'value', 'message'),
   [
@@ -130,6 +179,7 @@ def test_perceptual_loss_without_weights_is_a_clear_error(streets_config, tmp_pa
     ('data.num_classes', 19, 'streets has 35 classes'),
     ('loss.adversarial', 'wgan', "config.loss.adversarial='wgan'"),
     ('loss.lambda_feat', -1.0, 'lambda_feat=-1.0'),
+    ('loss.lambda_sipl', -1.0, 'lambda_sipl=-1.0; expected >= 0'),
   ],
 )
 def test_bad_configs_are_named(streets_config, tmp_path, field, value, message):
@@ -229,5 +279,9 @@ def test_cityscapes_without_archives_and_sipl_are_clear_errors(repo_root, tmp_pa
     semanticgan_loop.train_semanticgan(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run' / 'checkpoints').exists()
   with_sipl = _cityscapes_config(repo_root, 'f,small')
-  with pytest.raises(loop.UserInputError, match='lambda_sipl=1.0: SIPL needs a frozen ERFNet'):
+  with_sipl.loss.lambda_vgg = 0.0
+  with_sipl.loss.erfnet_weights = str(tmp_path / 'erfnet.npz')
+  message = r'(?s)lambda_sipl=1.0 asks for SIPL.*erfnet_pretrained.pth.*semgan_jax.weights.erfnet'
+  with pytest.raises(loop.UserInputError, match=message):
     semanticgan_loop.train_semanticgan(with_sipl, str(tmp_path / 'run_f'))
+  assert not (tmp_path / 'run_f' / 'checkpoints').exists()

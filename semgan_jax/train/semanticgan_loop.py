@@ -13,10 +13,10 @@ from etils import epath
 
 from semgan_jax import data as data_lib
 from semgan_jax import images, parallel
-from semgan_jax.data import paired
+from semgan_jax.data import cityscapes, paired
 from semgan_jax.evaluation import evaluator as evaluator_lib
 from semgan_jax.evaluation import photo_evaluator
-from semgan_jax.models import BLOCKS
+from semgan_jax.models import BLOCKS, erfnet
 from semgan_jax.train.loop import (
   UserInputError,
   open_run,
@@ -28,6 +28,7 @@ from semgan_jax.train.loop import (
 from semgan_jax.train.semanticgan_step import (
   create_semanticgan_state,
   make_semanticgan_step,
+  make_sipl_loss,
   translate,
 )
 from semgan_jax.train.state import GANState
@@ -95,31 +96,55 @@ def validate_semanticgan_config(config: ml_collections.ConfigDict) -> data_lib.D
   for name in ('lambda_feat', 'lambda_vgg'):
     expect(loss[name] >= 0, f'config.loss.{name}={loss[name]}; expected >= 0.')
   expect(0.0 <= m.g_ema_decay < 1.0, f'config.model.g_ema_decay={m.g_ema_decay}; expected [0, 1).')
-  # SIPL scores G's photos with a frozen Cityscapes ERFNet, which is not part of the library yet.
-  expect(
-    loss.get('lambda_sipl', 0.0) == 0,
-    f'config.loss.lambda_sipl={loss.get("lambda_sipl")}: SIPL needs a frozen ERFNet segmenter, '
-    'which semgan_jax does not provide yet; run without it: --config.loss.lambda_sipl=0',
-  )
+  expect(loss.lambda_sipl >= 0, f'config.loss.lambda_sipl={loss.lambda_sipl}; expected >= 0.')
+  if loss.lambda_sipl > 0:
+    # The frozen ERFNet reads Cityscapes training ids, mapped from the 35 label ids, and halves
+    # its input three times.
+    expect(
+      d.num_classes == cityscapes.NUM_CLASSES,
+      f'config.loss.lambda_sipl={loss.lambda_sipl}: SIPL maps Cityscapes label ids to ERFNet '
+      f'training ids, but config.data.num_classes={d.num_classes} (expected '
+      f'{cityscapes.NUM_CLASSES}).',
+    )
+    expect(
+      d.height % erfnet.SIZE_DIVISOR == 0 and d.width % erfnet.SIZE_DIVISOR == 0,
+      f'config.loss.lambda_sipl={loss.lambda_sipl}: ERFNet needs a height and width divisible '
+      f'by {erfnet.SIZE_DIVISOR}; config.data.height/width={d.height}x{d.width}.',
+    )
   expect(d.batch_size > 0, f'config.data.batch_size={d.batch_size}; expected > 0.')
   return spec
 
 
 def load_frozen_params(config) -> dict:
-  """Weights of the frozen networks the losses need (VGG19 when `loss.lambda_vgg > 0`)."""
-  frozen = {}
-  if config.loss.lambda_vgg > 0:
-    from semgan_jax.weights import vgg19
+  """Weights of the frozen networks the losses need: VGG19 when `loss.lambda_vgg > 0`, ERFNet
+  when `loss.lambda_sipl > 0`. A missing or wrong file is one line naming the field to fix."""
+  from semgan_jax.weights import erfnet as erfnet_weights
+  from semgan_jax.weights import vgg19
 
+  needed = (
+    ('vgg', 'lambda_vgg', 'vgg_weights', 'the VGG19 perceptual loss', vgg19),
+    ('erfnet', 'lambda_sipl', 'erfnet_weights', 'SIPL (a frozen ERFNet)', erfnet_weights),
+  )
+  frozen = {}
+  for key, weight_field, path_field, what, module in needed:
+    if config.loss[weight_field] <= 0:
+      continue
     try:
-      path = vgg19.ensure_weights(config.loss.vgg_weights or None)
-      frozen['vgg'] = vgg19.load_params(path)
+      frozen[key] = module.load_params(module.ensure_weights(config.loss[path_field] or None))
     except (OSError, ValueError) as e:
       raise UserInputError(
-        f'config.loss.lambda_vgg={config.loss.lambda_vgg} asks for the VGG19 perceptual loss, '
-        f'but: {e} (or switch the loss off: --config.loss.lambda_vgg=0)'
+        f'config.loss.{weight_field}={config.loss[weight_field]} asks for {what}, but: {e} (or '
+        f'switch the loss off: --config.loss.{weight_field}=0)'
       ) from e
   return frozen
+
+
+def _extra_g_losses(config) -> dict:
+  """G's loss terms beyond pix2pixHD's: SIPL, weighted λ2 = `loss.lambda_sipl`, when on."""
+  if config.loss.lambda_sipl <= 0:
+    return {}
+  sipl = make_sipl_loss(cityscapes.TRAIN_IDS, cityscapes.IGNORE_TRAIN_ID)
+  return {'sipl': (config.loss.lambda_sipl, sipl)}
 
 
 def _init_state(config, mesh, frozen, num_examples: int) -> GANState:
@@ -239,6 +264,7 @@ def train_semanticgan(config: ml_collections.ConfigDict, workdir: str) -> GANSta
       adversarial=config.loss.adversarial,
       lambda_feat=config.loss.lambda_feat,
       lambda_vgg=config.loss.lambda_vgg,
+      extra_g_losses=_extra_g_losses(config),
     ),
     in_shardings=(repl, batch_sh, repl),
     out_shardings=(repl, repl),
@@ -263,10 +289,14 @@ def train_semanticgan(config: ml_collections.ConfigDict, workdir: str) -> GANSta
       writer.write_images(step, {'samples': grid[None]})
 
   def describe(summary: dict) -> str:
-    vgg = f' vgg {summary["train/g_vgg"]:.3f}' if 'train/g_vgg' in summary else ''
+    optional = ''.join(
+      f' {name} {summary[f"train/g_{name}"]:.3f}'
+      for name in ('vgg', 'sipl')
+      if f'train/g_{name}' in summary
+    )
     return (
       f'g_loss {summary["train/g_loss"]:.4f} (adv {summary["train/g_adv"]:.3f} feat '
-      f'{summary["train/g_feat"]:.3f}{vgg}) | d_loss {summary["train/d_loss"]:.4f} | '
+      f'{summary["train/g_feat"]:.3f}{optional}) | d_loss {summary["train/d_loss"]:.4f} | '
       f'L1 {summary["train/g_l1_to_real"]:.3f}'
     )
 

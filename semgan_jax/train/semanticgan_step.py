@@ -1,4 +1,4 @@
-"""SemanticGAN's state and pure train step: label map → photo, pix2pixHD's losses (+ SIPL later).
+"""SemanticGAN's state and pure train step: label map → photo, pix2pixHD's losses and SIPL.
 
 One step follows pix2pixHD: G(s) is computed once; D's loss (real pairs vs stop-gradiented fake
 pairs) and G's loss (adversarial + λ_feat·feature matching + λ_vgg·VGG perceptual, and any extra
@@ -13,10 +13,11 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from semgan_jax import losses
-from semgan_jax.models import LabelToPhotoGenerator, MultiScaleDiscriminator
+from semgan_jax.models import LabelToPhotoGenerator, MultiScaleDiscriminator, erfnet
 from semgan_jax.models.inputs import label_to_generator_input
 from semgan_jax.models.vgg import VGG19Features
 from semgan_jax.train.semgan_step import global_norm
@@ -85,6 +86,31 @@ def create_semanticgan_state(
     g_ema_decay=config.model.g_ema_decay,
     frozen_params=frozen_params,
   )
+
+
+def make_sipl_loss(
+  label_to_train_id: np.ndarray, ignore_label: int, num_classes: int = erfnet.NUM_CLASSES
+) -> Callable:
+  """SIPL as an `extra_g_losses` term: a frozen ERFNet segments G(s) and is scored against s.
+
+  G's photos in [-1, 1] become ERFNet's [0, 1] inputs; the label ids of the batch become the
+  segmenter's training ids through `label_to_train_id` (e.g. `cityscapes.TRAIN_IDS`, 35 label
+  ids → 19 training ids or `ignore_label`). The segmenter runs in inference mode (running
+  BatchNorm statistics, no dropout) with `frozen_params['erfnet']` ({'params', 'batch_stats'});
+  its weights get no update, as they are not G's parameters, but the loss's gradient flows
+  through them into G's image.
+
+  Returns:
+    `fn(frozen_params, fake, batch) -> scalar`, the pixel-wise cross-entropy (`losses.sipl_loss`).
+  """
+  table = np.asarray(label_to_train_id, np.int32)
+  segmenter = erfnet.ERFNet(num_classes=num_classes)
+
+  def sipl(frozen_params, fake, batch):
+    logits = segmenter.apply(frozen_params['erfnet'], (fake + 1.0) / 2.0, train=False)
+    return losses.sipl_loss(logits, jnp.asarray(table)[batch['label']], ignore_label)
+
+  return sipl
 
 
 def translate(state: GANState, labels: jax.Array, instances: jax.Array, num_classes: int):
