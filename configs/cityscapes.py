@@ -93,7 +93,17 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.train.num_samples = 4
   config.train.max_checkpoints = 3
 
+  # Held-out pairs translated and compared with their photos (fields: PHOTO_DEFAULTS in
+  # semgan_jax/evaluation/photo_evaluator.py); by --mode=eval (every_steps = 0).
   config.evals = ml_collections.ConfigDict()
+  config.evals.photos = ml_collections.ConfigDict()
+  config.evals.photos.type = 'photos'
+  config.evals.photos.split = 'validation'
+  # mIoU of the frozen ERFNet on the generated photos (and on the real ones, its upper bound):
+  # needs the converted ERFNet weights, as SIPL. Off so that a config without them runs; turn it
+  # on with --config.evals.photos.miou=True.
+  config.evals.photos.miou = False
+  config.evals.photos.segmenter_weights = ''  # '' = the default cache path, as erfnet_weights
 
   if size == 'small':
     config.data.config_name = '128x256'

@@ -72,6 +72,30 @@ def tiny_config(tfds_dir):
 
 
 @pytest.fixture(scope='session')
+def streets_config(tfds_dir):
+  """configs/streets.py:tiny (32x64) reading the session's data dir; copy it before changing."""
+  config = _load_config_module('streets').get_config('tiny')
+  config.data.data_dir = tfds_dir
+  return config
+
+
+@pytest.fixture(scope='session')
+def erfnet_npz(tmp_path_factory) -> pathlib.Path:
+  """Random 20-class ERFNet variables in our weights format (what the converter writes)."""
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import traverse_util
+
+  from semgan_jax.models import ERFNet
+  from semgan_jax.weights import npz_io
+
+  variables = ERFNet().init(jax.random.key(5), jnp.zeros((1, 32, 64, 3)))
+  flat = traverse_util.flatten_dict(jax.device_get(variables), sep='/')
+  path = tmp_path_factory.mktemp('erfnet') / 'erfnet.npz'
+  return npz_io.write_npz_atomically(path, {k: np.asarray(v) for k, v in flat.items()})
+
+
+@pytest.fixture(scope='session')
 def file_listing():
   """A function mapping a directory to {path: mtime} of everything under it (to prove no writes)."""
   return _file_listing

@@ -14,16 +14,6 @@ from semgan_jax.train import checkpointing, loop, semanticgan_loop
 from semgan_jax.train.semanticgan_step import create_semanticgan_state, make_semanticgan_step
 
 
-@pytest.fixture(scope='module')
-def streets_config(repo_root, tfds_dir):
-  spec = importlib.util.spec_from_file_location('configs_streets', repo_root / 'configs/streets.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config('tiny')
-  config.data.data_dir = tfds_dir
-  return config
-
-
 def test_epoch_schedule_boundaries():
   schedule = semanticgan_loop.epoch_schedule(2e-4, 10, 3, 2)
   values = {step: float(schedule(step)) for step in (0, 29, 30, 35, 40, 45, 50, 60)}
@@ -119,20 +109,6 @@ def test_perceptual_loss_without_weights_is_a_clear_error(streets_config, tmp_pa
   with pytest.raises(loop.UserInputError, match=r'(?s)lambda_vgg=10.0 .*vgg19.npz.*lambda_vgg=0'):
     semanticgan_loop.train_semanticgan(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run' / 'checkpoints').exists()
-
-
-@pytest.fixture(scope='module')
-def erfnet_npz(tmp_path_factory):
-  """Random 20-class ERFNet variables in our weights format (what the converter writes)."""
-  from flax import traverse_util
-
-  from semgan_jax.models import ERFNet
-  from semgan_jax.weights import npz_io
-
-  variables = ERFNet().init(jax.random.key(5), jnp.zeros((1, 32, 64, 3)))
-  flat = traverse_util.flatten_dict(jax.device_get(variables), sep='/')
-  path = tmp_path_factory.mktemp('erfnet') / 'erfnet.npz'
-  return npz_io.write_npz_atomically(path, {k: np.asarray(v) for k, v in flat.items()})
 
 
 def test_sipl_term_segments_the_fake_with_the_frozen_erfnet(streets_config, erfnet_npz):

@@ -64,6 +64,11 @@ THING_IDS = tuple(i for i, (_, _, things, _) in enumerate(_LABELS) if things)
 # The 19 training ids (0 to 18) of each label id, IGNORE_TRAIN_ID for the rest (ERFNet's classes).
 IGNORE_TRAIN_ID = 255
 TRAIN_IDS = np.array([train_id for _, train_id, *_ in _LABELS] + [IGNORE_TRAIN_ID], dtype=np.uint8)
+NUM_TRAIN_IDS = 19
+# The class name of each training id, in id order ('road', 'sidewalk', ..., 'bicycle').
+TRAIN_ID_NAMES = tuple(
+  dict(zip(TRAIN_IDS.tolist(), CLASS_NAMES, strict=True))[i] for i in range(NUM_TRAIN_IDS)
+)
 
 DOWNLOAD_URL = 'https://www.cityscapes-dataset.com/downloads/'
 PHOTO_ARCHIVE = 'leftImg8bit_trainvaltest.zip'

@@ -2,8 +2,18 @@
 
 Every batch of (label map, instance map, photo) pairs goes through one jitted pass that translates
 the maps and returns what the metrics need for both the generated and the real photos: SWD
-descriptors, Inception moments (FID) or features (KID), and the paired L1 error. mIoU of a frozen
-segmenter on the generated photos arrives with ERFNet.
+descriptors, Inception moments (FID) or features (KID), the paired L1 error and, with `miou`, the
+confusion matrices of a frozen ERFNet's segmentation against the input label map.
+
+mIoU: the 35 Cityscapes label ids of each map become ERFNet's 19 training ids (void pixels and
+padded rows ignored); ERFNet sees the uint8 photos / 255 at the data set's resolution (no resize;
+the generated photos rounded to uint8 first, as when they are saved and segmented); its prediction
+is the argmax over the 19 training-id logits. The void channel (19) is left out of the argmax:
+erfnet_pytorch trains it at zero loss weight, so its logit means nothing, and every pixel gets a
+real class as in the Cityscapes benchmark (erfnet_pytorch's own `eval_iou.py` drops void
+predictions instead, which only miss the pixel's class). The real photos' mIoU (`miou_real`) is
+the segmenter's own score on the same pairs: the upper bound that papers (pix2pixHD's "original
+images" row) report next to the generated photos' score.
 """
 
 from collections.abc import Callable
@@ -14,7 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from semgan_jax import parallel
+from semgan_jax.data import cityscapes
 from semgan_jax.evaluation import evaluator as base
+from semgan_jax.evaluation import segmentation
+from semgan_jax.models import erfnet
+from semgan_jax.weights import erfnet as erfnet_weights
 
 PHOTO_DEFAULTS = {
   'type': 'photos',
@@ -28,7 +42,13 @@ PHOTO_DEFAULTS = {
   'fid': False,  # Needs the converted Inception weights (semgan_jax.weights.fid_inception).
   'kid': False,
   'fid_weights': '',
+  'miou': False,  # ERFNet's mIoU on the generated and real photos; needs Cityscapes label ids.
+  'segmenter_weights': '',  # The converted ERFNet .npz ('' = the default cache path).
 }
+
+# ERFNet's classes, Cityscapes' 19 training ids (its channel 19, void, is never predicted here).
+NUM_SEGMENTER_CLASSES = cityscapes.NUM_TRAIN_IDS
+SEGMENTER_CLASS_NAMES = cityscapes.TRAIN_ID_NAMES
 
 
 def check_photo_config(name: str, cfg, spec, num_examples: int, num_devices: int) -> dict:
@@ -48,11 +68,46 @@ def check_photo_config(name: str, cfg, spec, num_examples: int, num_devices: int
     )
   if c['swd']:
     base.check_swd_size(name, spec.height, spec.width)
+  if c['miou'] and spec.num_classes != cityscapes.NUM_CLASSES:
+    raise base.EvalConfigError(
+      f'config.evals.{name}.miou: ERFNet scores Cityscapes training ids, mapped from the '
+      f'{cityscapes.NUM_CLASSES} Cityscapes label ids, but {spec.name} has {spec.num_classes} '
+      'classes.'
+    )
+  if c['miou'] and (spec.height % erfnet.SIZE_DIVISOR or spec.width % erfnet.SIZE_DIVISOR):
+    raise base.EvalConfigError(
+      f'config.evals.{name}.miou: ERFNet needs a height and width divisible by '
+      f'{erfnet.SIZE_DIVISOR}; {spec.name} is {spec.height}x{spec.width}.'
+    )
   return c
 
 
+def load_segmenter(name: str, segmenter_weights: str) -> tuple[dict, str]:
+  """ERFNet's variables ({'params', 'batch_stats'}) and their path; errors name the field."""
+  try:
+    path = erfnet_weights.ensure_weights(segmenter_weights or None)
+    variables = erfnet_weights.load_params(path)
+  except (OSError, ValueError) as e:
+    raise base.EvalConfigError(
+      f'config.evals.{name}.segmenter_weights: {e} (or switch mIoU off: '
+      f'--config.evals.{name}.miou=False)'
+    ) from e
+  return variables, str(path)
+
+
+def miou_metrics(real_confusion: np.ndarray, fake_confusion: np.ndarray) -> dict[str, float]:
+  """`miou`, `miou_real` and per-class `iou/<class>`, `iou_real/<class>` (NaN: class absent)."""
+  metrics = {}
+  for suffix, confusion in (('', fake_confusion), ('_real', real_confusion)):
+    scores = segmentation.iou_from_confusion(confusion)
+    metrics[f'miou{suffix}'] = scores['miou']
+    for class_name, iou in zip(SEGMENTER_CLASS_NAMES, scores['per_class'], strict=True):
+      metrics[f'iou{suffix}/{class_name}'] = float(iou)
+  return metrics
+
+
 class PhotoEvaluator(base.Evaluator):
-  """SWD, FID/KID and L1 of G's translations of held-out label maps against the real photos.
+  """SWD, FID/KID, L1 and ERFNet mIoU of G's translations of held-out label maps vs real photos.
 
   Args:
     name: the entry's name in `config.evals`.
@@ -67,6 +122,12 @@ class PhotoEvaluator(base.Evaluator):
 
   def __init__(self, name: str, cfg, *, translate_fn: Callable, **kwargs):
     super().__init__(name, cfg, **kwargs)
+    self.segmenter_params = None
+    if self.cfg['miou']:
+      # An argument of the compiled pass (replicated), not a constant baked into it.
+      variables, path = load_segmenter(name, self.cfg['segmenter_weights'])
+      self.segmenter_params = jax.device_put(variables, parallel.replicated(self.mesh))
+      self.protocol.update(self._miou_protocol(path))
     self._compile(translate_fn)
 
   def _protocol(self) -> dict[str, Any]:
@@ -82,20 +143,49 @@ class PhotoEvaluator(base.Evaluator):
       protocol['swd'] = 'Progressive GAN, as the label_maps evaluator'
     return protocol
 
+  def _miou_protocol(self, weights_path: str) -> dict[str, str]:
+    spec = self.spec
+    return {
+      'miou_segmenter': f'ERFNet (erfnet_pytorch), weights: {weights_path}',
+      'miou_input': (
+        f"{spec.height}x{spec.width}, the data set's resolution, no resize; uint8 photos / 255 "
+        '(generated ones rounded to uint8 first)'
+      ),
+      'miou_labels': 'Cityscapes label ids -> 19 train ids, void ignored',
+      'miou_prediction': 'argmax over the 19 train-id logits (void channel 19 left out)',
+    }
+
   def _compile(self, translate_fn: Callable) -> None:
     sharded, replicated = parallel.batch_sharded(self.mesh), parallel.replicated(self.mesh)
+    segmenter = erfnet.ERFNet()
+    train_ids = jnp.asarray(cityscapes.TRAIN_IDS, jnp.int32)
 
-    def both_passes(state, batch, valid, batch_index, feature_params):
+    def confusion(images, labels, segmenter_params):
+      """ERFNet's (19, 19) confusion matrix on uint8 photos against training ids."""
+      logits = segmenter.apply(segmenter_params, images.astype(jnp.float32) / 255.0)
+      predictions = jnp.argmax(logits[..., :NUM_SEGMENTER_CLASSES], axis=-1)
+      return segmentation.confusion_matrix(
+        labels, predictions, NUM_SEGMENTER_CLASSES, cityscapes.IGNORE_TRAIN_ID
+      )
+
+    def both_passes(state, batch, valid, batch_index, feature_params, segmenter_params):
       fake = base.to_uint8(translate_fn(state, batch['label'], batch['instance']))
       real = batch['image']
       l1 = jnp.abs(fake.astype(jnp.float32) - real.astype(jnp.float32)).mean(axis=(1, 2, 3))
-      return (
-        self._distribution_outputs(real, valid, batch_index, 3, feature_params),
-        self._distribution_outputs(fake, valid, batch_index, 2, feature_params),
-        jnp.sum(jnp.where(valid, l1, 0.0)) / 127.5,  # in the [-1, 1] units of the generator
-      )
+      real_out = self._distribution_outputs(real, valid, batch_index, 3, feature_params)
+      fake_out = self._distribution_outputs(fake, valid, batch_index, 2, feature_params)
+      if self.cfg['miou']:
+        labels = jnp.where(
+          valid[:, None, None], train_ids[batch['label']], cityscapes.IGNORE_TRAIN_ID
+        )
+        real_out['confusion'] = confusion(real, labels, segmenter_params)
+        fake_out['confusion'] = confusion(fake, labels, segmenter_params)
+      # L1 in the [-1, 1] units of the generator.
+      return real_out, fake_out, jnp.sum(jnp.where(valid, l1, 0.0)) / 127.5
 
-    self._pass = jax.jit(both_passes, in_shardings=(replicated, sharded, sharded, None, replicated))
+    self._pass = jax.jit(
+      both_passes, in_shardings=(replicated, sharded, sharded, None, replicated, replicated)
+    )
 
   def _batch(self, batch_index: int):
     positions, valid = self._positions(batch_index)
@@ -116,20 +206,27 @@ class PhotoEvaluator(base.Evaluator):
     """Translates the split's label maps with `state`'s G; the metrics against the real photos."""
     real, fake = base.SetStatistics(), base.SetStatistics()
     l1_sum = 0.0
+    real_confusion = np.zeros((NUM_SEGMENTER_CLASSES, NUM_SEGMENTER_CLASSES), np.int64)
+    fake_confusion = np.zeros_like(real_confusion)
     progress = base.Progress(f'eval {self.name}', self.cfg['num_images'])
     for batch_index in range(self._num_batches()):
       batch, valid_device, valid = self._batch(batch_index)
       real_out, fake_out, l1 = self._pass(
-        state, batch, valid_device, batch_index, self.feature_params
+        state, batch, valid_device, batch_index, self.feature_params, self.segmenter_params
       )
       base.merge_batch(real, real_out, valid)
       base.merge_batch(fake, fake_out, valid)
+      if self.cfg['miou']:  # the padded rows were ignored on the device
+        real_confusion += base.to_host(real_out['confusion'])
+        fake_confusion += base.to_host(fake_out['confusion'])
       l1_sum += float(base.to_host(l1))
       progress.update(fake.num_images)
     metrics = {'num_images': float(fake.num_images), 'l1': l1_sum / fake.num_images}
     metrics.update(
       base.distribution_metrics(self.cfg, real, fake, self.spec.height, self.spec.width)
     )
+    if self.cfg['miou']:
+      metrics.update(miou_metrics(real_confusion, fake_confusion))
     return metrics
 
 
@@ -148,4 +245,12 @@ def build_photo_evaluators(evals_config, *, spec, load_split, mesh, translate_fn
   return evaluators
 
 
-__all__ = ['PHOTO_DEFAULTS', 'PhotoEvaluator', 'build_photo_evaluators', 'check_photo_config']
+__all__ = [
+  'PHOTO_DEFAULTS',
+  'SEGMENTER_CLASS_NAMES',
+  'PhotoEvaluator',
+  'build_photo_evaluators',
+  'check_photo_config',
+  'load_segmenter',
+  'miou_metrics',
+]
