@@ -48,13 +48,12 @@ HOW_TO_GET_WEIGHTS = (
 
 def _how_to_get_weights(path: pathlib.Path) -> str:
   """`HOW_TO_GET_WEIGHTS`, with `--out` when `path` is not the default location."""
-  return HOW_TO_GET_WEIGHTS + (f' --out {path}' if path != default_weights_path() else '')
+  return npz_io.how_to_make(HOW_TO_GET_WEIGHTS, path, default_weights_path())
 
 
 def default_weights_path() -> pathlib.Path:
   """`$XDG_CACHE_HOME/semgan_jax/weights/fid_inception_v3.npz` (XDG_CACHE_HOME: ~/.cache)."""
-  cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-  return pathlib.Path(cache) / 'semgan_jax' / 'weights' / 'fid_inception_v3.npz'
+  return npz_io.cache_path('fid_inception_v3.npz')
 
 
 def find_published_weights() -> pathlib.Path | None:

@@ -1,5 +1,6 @@
 """Our safe weight format: flat `.npz` files of float32 arrays named `module/.../leaf`."""
 
+import argparse
 import os
 import pathlib
 import secrets
@@ -8,6 +9,54 @@ from collections.abc import Callable
 
 import numpy as np
 from flax import traverse_util
+
+
+def cache_path(filename: str) -> pathlib.Path:
+  """`$XDG_CACHE_HOME/semgan_jax/weights/<filename>` (XDG_CACHE_HOME: ~/.cache): converted files."""
+  cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return pathlib.Path(cache) / 'semgan_jax' / 'weights' / filename
+
+
+def how_to_make(how_to: str, path: pathlib.Path, default: pathlib.Path) -> str:
+  """A converter's instructions `how_to`, with `--out <path>` when `path` is not the default."""
+  return how_to + (f' --out {path}' if path != default else '')
+
+
+def existing_file(path, default: pathlib.Path, what: str, how_to: str) -> pathlib.Path:
+  """`path` (or `default` if None) if it is a file; never downloads or converts anything.
+
+  Raises:
+    FileNotFoundError: no file there; the message says how to make one (`how_to`).
+  """
+  path = pathlib.Path(path) if path is not None else default
+  if path.is_file():
+    return path
+  raise FileNotFoundError(f'no {what} weights at {path}. {how_to_make(how_to, path, default)}')
+
+
+def converter_main(
+  argv: list[str] | None,
+  *,
+  module: str,
+  description: str,
+  source_file: str,
+  convert: Callable[[pathlib.Path, pathlib.Path], pathlib.Path],
+  default_out: pathlib.Path,
+  num_tensors: int,
+) -> int:
+  """The command line of a converter that takes the downloaded file: `--src FILE [--out NPZ]`."""
+  parser = argparse.ArgumentParser(prog=f'python -m {module}', description=description)
+  parser.add_argument(
+    '--src', type=pathlib.Path, required=True, help=f'the downloaded {source_file}'
+  )
+  parser.add_argument('--out', type=pathlib.Path, default=default_out, help='the .npz to write')
+  args = parser.parse_args(argv)
+  try:
+    out = convert(args.src, args.out)
+  except (FileNotFoundError, ValueError) as e:  # TorchArchiveError is a ValueError
+    parser.exit(1, f'error: {e}\n')
+  print(f'wrote {num_tensors} tensors from {args.src} to {out}')
+  return 0
 
 
 def write_npz_atomically(out_npz: pathlib.Path, arrays: dict[str, np.ndarray]) -> pathlib.Path:

@@ -17,7 +17,6 @@ with `allow_pickle=False`.
   python -m semgan_jax.weights.vgg19 --src vgg19-dcbb9e9d.pth [--out NPZ]
 """
 
-import argparse
 import functools
 import hashlib
 import os
@@ -51,13 +50,12 @@ HOW_TO_GET_WEIGHTS = (
 
 def _how_to_get_weights(path: pathlib.Path) -> str:
   """`HOW_TO_GET_WEIGHTS`, with `--out` when `path` is not the default location."""
-  return HOW_TO_GET_WEIGHTS + (f' --out {path}' if path != default_weights_path() else '')
+  return npz_io.how_to_make(HOW_TO_GET_WEIGHTS, path, default_weights_path())
 
 
 def default_weights_path() -> pathlib.Path:
   """`$XDG_CACHE_HOME/semgan_jax/weights/vgg19.npz` (XDG_CACHE_HOME: ~/.cache)."""
-  cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-  return pathlib.Path(cache) / 'semgan_jax' / 'weights' / 'vgg19.npz'
+  return npz_io.cache_path('vgg19.npz')
 
 
 @functools.cache
@@ -184,32 +182,21 @@ def ensure_weights(path: str | os.PathLike | None = None) -> pathlib.Path:
     FileNotFoundError: no `.npz` at `path`; the message gives the URL to download from and the
       conversion command.
   """
-  path = pathlib.Path(path) if path is not None else default_weights_path()
-  if path.is_file():
-    return path
-  raise FileNotFoundError(f'no VGG19 weights at {path}. {_how_to_get_weights(path)}')
+  return npz_io.existing_file(path, default_weights_path(), 'VGG19', HOW_TO_GET_WEIGHTS)
 
 
 def main(argv: list[str] | None = None) -> int:
   """`python -m semgan_jax.weights.vgg19`: converts torchvision's VGG19 weights."""
-  parser = argparse.ArgumentParser(
-    prog='python -m semgan_jax.weights.vgg19',
+  return npz_io.converter_main(
+    argv,
+    module='semgan_jax.weights.vgg19',
     description=f'Converts the published torchvision VGG19 weights ({PUBLISHED_FILE}, download it '
     f'from {PUBLISHED_URL}) to the .npz that semgan_jax loads; reads the file without torch.',
+    source_file=PUBLISHED_FILE,
+    convert=convert,
+    default_out=default_weights_path(),
+    num_tensors=len(expected_shapes()),
   )
-  parser.add_argument(
-    '--src', type=pathlib.Path, required=True, help=f'the downloaded {PUBLISHED_FILE}'
-  )
-  parser.add_argument(
-    '--out', type=pathlib.Path, default=default_weights_path(), help='the .npz to write'
-  )
-  args = parser.parse_args(argv)
-  try:
-    out = convert(args.src, args.out)
-  except (FileNotFoundError, ValueError) as e:  # TorchArchiveError is a ValueError
-    parser.exit(1, f'error: {e}\n')
-  print(f'wrote {len(expected_shapes())} tensors from {args.src} to {out}')
-  return 0
 
 
 if __name__ == '__main__':
