@@ -44,9 +44,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # weights, which a fresh machine does not have (see semgan_jax.weights.vgg19 to convert them).
   config.loss.lambda_vgg = 0.0
   config.loss.vgg_weights = ''  # Converted .npz ('' = ~/.cache/semgan_jax/weights/vgg19.npz).
-  # SIPL (λ2 = 1 in the paper): off, as it needs a frozen ERFNet. The published one is trained on
-  # Cityscapes photos, not on these renderings (a segmenter trained on them is not built yet);
-  # converting it (semgan_jax.weights.erfnet) and setting λ2 > 0 runs SIPL with it here.
+  # SIPL (λ2 = 1 in the paper): off here, as it needs a frozen ERFNet trained on these photos.
+  # configs/streets_erfnet.py trains one (~10 min on 2 cores) and exports it; then run with
+  # --config.loss.lambda_sipl=1 --config.loss.erfnet_weights=<its workdir>/erfnet_streets.npz.
   config.loss.lambda_sipl = 0.0
   config.loss.erfnet_weights = ''  # '' = ~/.cache/semgan_jax/weights/erfnet_cityscapes.npz
 
@@ -78,6 +78,10 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.evals.photos.swd = True
   # FID: needs the converted Inception weights (README, "FID weights"); ~4 images/s on a CPU.
   config.evals.photos.fid = False
+  # ERFNet mIoU of generated and real photos: needs a segmenter trained on these photos
+  # (configs/streets_erfnet.py) given as segmenter_weights.
+  config.evals.photos.miou = False
+  config.evals.photos.segmenter_weights = ''
 
   if variant == 'tiny':
     config.data.config_name = '32x64'

@@ -77,8 +77,12 @@ def main(argv):
     task = FLAGS.config.get('task', 'semgan')
     if task == 'semanticgan':
       _run_semanticgan()
+    elif task == 'segmenter':
+      _run_segmenter()
     elif task != 'semgan':
-      raise loop.UserInputError(f"config.task={task!r}; expected 'semgan' or 'semanticgan'.")
+      raise loop.UserInputError(
+        f"config.task={task!r}; expected 'semgan', 'semanticgan' or 'segmenter'."
+      )
     elif FLAGS.mode == 'train':
       loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     elif FLAGS.mode == 'sample':
@@ -108,6 +112,24 @@ def _run_semanticgan():
     print(f'Wrote {paths["png"]}')
   elif FLAGS.mode == 'eval':
     results = semanticgan_loop.evaluate_semanticgan(
+      FLAGS.config, FLAGS.workdir, step=FLAGS.checkpoint_step
+    )
+    step = results['step']
+    print(f'Evaluated step {step}: {results["workdir"]}/eval/step_{step:07d}.json')
+
+
+def _run_segmenter():
+  """Dispatches --mode for the segmenter SIPL freezes (configs/streets_erfnet.py)."""
+  from semgan_jax.train import segmenter_loop
+
+  if FLAGS.mode == 'train':
+    segmenter_loop.train_segmenter(FLAGS.config, FLAGS.workdir)
+  elif FLAGS.mode == 'sample':
+    raise loop.UserInputError(
+      'config.task=segmenter has no samples; use --mode=train or --mode=eval (validation mIoU).'
+    )
+  elif FLAGS.mode == 'eval':
+    results = segmenter_loop.evaluate_segmenter(
       FLAGS.config, FLAGS.workdir, step=FLAGS.checkpoint_step
     )
     step = results['step']

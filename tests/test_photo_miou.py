@@ -51,7 +51,7 @@ def miou_config(streets_config, segmenter_npz):
 def setup(miou_config):
   """(spec, split loader, mesh, replicated untrained state) for the evaluators."""
   spec = semanticgan_loop.validate_semanticgan_config(miou_config)
-  load_split = semanticgan_loop._split_loader(miou_config)
+  load_split = semanticgan_loop.split_loader(miou_config)
   mesh = parallel.create_mesh()
   state = semanticgan_loop._init_state(miou_config, mesh, {}, spec.num_examples)
   return spec, load_split, mesh, state

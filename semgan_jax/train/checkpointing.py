@@ -1,5 +1,6 @@
-"""All orbax use lives here (its API moves): save/restore the GAN state and the input position."""
+"""All orbax use lives here (its API moves): save/restore a train state and the input position."""
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -11,8 +12,6 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from semgan_jax.train.state import GANState
-
 CONFIG_FILE = 'config.json'
 # Config sections whose change makes an existing checkpoint meaningless or unloadable: the shapes
 # and semantics of the stored arrays depend on them. Everything else (steps, logging cadence,
@@ -20,28 +19,32 @@ CONFIG_FILE = 'config.json'
 ARCHITECTURE_FIELDS = ('model', 'data.name', 'data.image_size', 'data.num_classes')
 
 
+# Pytree fields of a state that are not checkpointed: the frozen loss networks' weights.
+_NOT_CHECKPOINTED = ('frozen_params',)
+
+
 class CheckpointError(ValueError):
   """A checkpoint cannot be used with the current config."""
 
 
-def state_to_tree(state: GANState) -> dict[str, Any]:
-  """The arrays of a state as a plain dict; the typed key is stored as its raw key data."""
+def state_to_tree(state) -> dict[str, Any]:
+  """The arrays of a train state (a flax struct: `GANState`, `SegmenterState`) as a plain dict.
+
+  Every pytree field but unset (None) ones and `frozen_params` (reloaded from their weight files);
+  the typed key `rng` is stored as its raw key data.
+  """
   tree = {
-    'step': state.step,
-    'g_params': state.g_params,
-    'g_batch_stats': state.g_batch_stats,
-    'g_opt_state': state.g_opt_state,
-    'd_params': state.d_params,
-    'd_batch_stats': state.d_batch_stats,
-    'd_opt_state': state.d_opt_state,
-    'rng': jax.random.key_data(state.rng),
+    field.name: getattr(state, field.name)
+    for field in dataclasses.fields(state)
+    if field.metadata.get('pytree_node', True)
+    and field.name not in _NOT_CHECKPOINTED
+    and getattr(state, field.name) is not None
   }
-  if state.g_ema_params is not None:
-    tree['g_ema_params'] = state.g_ema_params
+  tree['rng'] = jax.random.key_data(state.rng)
   return tree
 
 
-def tree_to_state(tree: dict[str, Any], template: GANState) -> GANState:
+def tree_to_state(tree: dict[str, Any], template):
   """Inverse of `state_to_tree`, taking the static fields (modules, optimizers) from `template`."""
   rng_impl = jax.random.key_impl(template.rng)
   fields = {k: v for k, v in tree.items() if k != 'rng'}
@@ -117,7 +120,7 @@ def has_checkpoint(workdir: str) -> bool:
 class Checkpointer:
   """Orbax CheckpointManager over `workdir/checkpoints` with two items per step.
 
-  `state`: every array of the GAN state (both networks, optimizers, norm statistics, step, rng);
+  `state`: every array of the train state (networks, optimizers, norm statistics, step, rng);
   `data`: the grain iterator position of each process, so a resumed run reads the same batches.
   """
 
@@ -138,7 +141,7 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def save(self, step: int, state: GANState, data_iterator=None, *, force: bool = False) -> bool:
+  def save(self, step: int, state, data_iterator=None, *, force: bool = False) -> bool:
     """Saves (asynchronously) if the step is due or `force`; returns whether it saved."""
     items = {'state': ocp.args.StandardSave(state_to_tree(state))}
     if data_iterator is not None:
@@ -148,7 +151,7 @@ class Checkpointer:
       logging.info('Saving checkpoint at step %d to %s', step, self.directory)
     return saved
 
-  def restore(self, template: GANState, data_iterator=None, step: int | None = None) -> GANState:
+  def restore(self, template, data_iterator=None, step: int | None = None):
     """Restores `step` (default: latest) into the shardings of `template`; moves the iterator.
 
     Raises:

@@ -141,12 +141,21 @@ def open_run(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, Mesh
   return workdir, mesh
 
 
+def _gan_networks(state: GANState) -> dict[str, Any]:
+  return {'Generator': state.g_params, 'Discriminator': state.d_params}
+
+
 def resume_or_start(
-  config: ml_collections.ConfigDict, workdir: str, state: GANState, data_iter
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  state: GANState,
+  data_iter,
+  *,
+  networks: Callable[[Any], dict[str, Any]] = _gan_networks,
 ) -> tuple[GANState, checkpointing.Checkpointer, Any]:
   """Restores the latest checkpoint of `workdir` (state and input position) or, in a new
-  workdir, writes `config.json`; logs both networks' parameter tables and opens the metric
-  writer (hyper-parameters recorded at step 0).
+  workdir, writes `config.json`; logs the parameter tables of `networks(state)` (name → params;
+  by default the GAN's two) and opens the metric writer (hyper-parameters recorded at step 0).
 
   Returns:
     (state, checkpointer, writer); the caller closes both (`run_training` does).
@@ -156,7 +165,7 @@ def resume_or_start(
     state = ckpt.restore(state, data_iter)
   else:
     checkpointing.write_config(workdir, config)
-  for name, params in (('Generator', state.g_params), ('Discriminator', state.d_params)):
+  for name, params in networks(state).items():
     parameter_overview.log_parameter_overview(
       params, include_stats=False, msg=f'{name} parameters:', jax_logging_process=0
     )
@@ -395,7 +404,7 @@ def run_training(
   train_step: Callable,
   train_rng: jax.Array,
   describe: Callable[[dict], str],
-  write_samples: Callable[[GANState, int], None],
+  write_samples: Callable[[GANState, int], None] | None,
   ckpt: checkpointing.Checkpointer,
   data_iter,
   evaluators: dict,
@@ -407,8 +416,9 @@ def run_training(
 
   Per-step keys are `fold_in(train_rng, step)`. Every `train_config.log_every_steps` it averages
   the pending metrics, writes them (plus `extra_scalars(step)`) and prints `step i/n | <describe
-  (summary)> | steps/s | ETA`; samples, checkpoints and due evaluators follow their cadences and
-  the last step. Closes the checkpointer and the writer at the end.
+  (summary)> | steps/s | ETA`; samples (unless `write_samples` is None), checkpoints and due
+  evaluators follow their cadences and the last step. Closes the checkpointer and the writer at
+  the end.
 
   Returns:
     The final state.
@@ -443,7 +453,7 @@ def run_training(
       )
       if not all(np.isfinite(v) for v in summary.values()):
         raise FloatingPointError(f'non-finite training metrics at step {done}: {summary}')
-    if done % t.sample_every_steps == 0 or done == num_steps:
+    if write_samples is not None and (done % t.sample_every_steps == 0 or done == num_steps):
       write_samples(state, done)
     if done % t.ckpt_every_steps == 0 or done == num_steps:
       ckpt.save(done, state, data_iter, force=True)

@@ -61,6 +61,25 @@ def total_steps(config, num_examples: int) -> int:
   return (config.optim.epochs_constant + config.optim.epochs_decay) * per_epoch
 
 
+def paired_data_spec(config: ml_collections.ConfigDict) -> data_lib.DatasetSpec:
+  """The spec of `config.data`'s set, after checking its name, size and class count against it."""
+  try:
+    spec = data_lib.get_dataset_spec(config.data.name, config.data.config_name)
+  except ValueError as e:
+    raise UserInputError(str(e)) from e
+  d = config.data
+  if (d.height, d.width) != (spec.height, spec.width):
+    raise UserInputError(
+      f'config.data.height/width={d.height}x{d.width}, but {spec.name}:{d.config_name} is '
+      f'{spec.height}x{spec.width}.'
+    )
+  if d.num_classes != spec.num_classes:
+    raise UserInputError(
+      f'config.data.num_classes={d.num_classes}, but {spec.name} has {spec.num_classes} classes.'
+    )
+  return spec
+
+
 def validate_semanticgan_config(config: ml_collections.ConfigDict) -> data_lib.DatasetSpec:
   """Checks the fields a SemanticGAN run depends on; returns the data set's spec."""
 
@@ -68,20 +87,8 @@ def validate_semanticgan_config(config: ml_collections.ConfigDict) -> data_lib.D
     if not ok:
       raise UserInputError(message)
 
-  try:
-    spec = data_lib.get_dataset_spec(config.data.name, config.data.config_name)
-  except ValueError as e:
-    raise UserInputError(str(e)) from e
+  spec = paired_data_spec(config)
   d, m, loss = config.data, config.model, config.loss
-  expect(
-    (d.height, d.width) == (spec.height, spec.width),
-    f'config.data.height/width={d.height}x{d.width}, but {spec.name}:{d.config_name} is '
-    f'{spec.height}x{spec.width}.',
-  )
-  expect(
-    d.num_classes == spec.num_classes,
-    f'config.data.num_classes={d.num_classes}, but {spec.name} has {spec.num_classes} classes.',
-  )
   expect(m.block in BLOCKS, f'config.model.block={m.block!r}; expected one of {sorted(BLOCKS)}.')
   factor = 2**m.num_downsamplings
   expect(
@@ -184,9 +191,25 @@ def _load_source(config, split: str = 'train'):
     raise UserInputError(f'data set {config.data.name!r}: {e}') from e
 
 
-def _split_loader(config) -> Callable[[str], object]:
+def split_loader(config) -> Callable[[str], object]:
   """`split -> source` for one run; each split is opened once however many parts read it."""
   return functools.cache(functools.partial(_load_source, config))
+
+
+def open_paired_data(config, spec) -> tuple[Callable[[str], object], object, object]:
+  """A run's data: `split -> source` (each split opened once), the training split and this
+  process's checkpointable iterator of its (image, label, instance) batches."""
+  load_split = split_loader(config)
+  source = load_split('train')
+  data_iter = paired.create_paired_iterator(
+    source,
+    global_batch_size=config.data.batch_size,
+    num_classes=spec.num_classes,
+    seed=config.seed,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
+  return load_split, source, data_iter
 
 
 def _build_evaluators(config, spec, mesh, load_split) -> dict:
@@ -232,16 +255,7 @@ def train_semanticgan(config: ml_collections.ConfigDict, workdir: str) -> GANSta
   spec = validate_semanticgan_config(config)
   workdir, mesh = open_run(config, workdir)
   frozen = load_frozen_params(config)
-  load_split = _split_loader(config)
-  source = load_split('train')
-  data_iter = paired.create_paired_iterator(
-    source,
-    global_batch_size=config.data.batch_size,
-    num_classes=spec.num_classes,
-    seed=config.seed,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-  )
+  load_split, source, data_iter = open_paired_data(config, spec)
   num_steps = total_steps(config, len(source))
   state, ckpt, writer = resume_or_start(
     config, workdir, _init_state(config, mesh, frozen, len(source)), data_iter
@@ -324,7 +338,7 @@ def sample_semanticgan(config, workdir: str, *, num_samples: int) -> dict[str, s
   spec = validate_semanticgan_config(config)
   if num_samples <= 0:
     raise UserInputError(f'--num_samples={num_samples}; expected a positive integer.')
-  load_split = _split_loader(config)
+  load_split = split_loader(config)
   workdir, _, state = restore_for_job(config, workdir, _restore_template(config, load_split))
   step = int(state.step)
   fixed = _validation_examples(load_split, num_samples)
@@ -345,7 +359,7 @@ def evaluate_semanticgan(config, workdir: str, *, step: int | None = None) -> di
   spec = validate_semanticgan_config(config)
   if not config.evals:
     raise UserInputError('config.evals is empty: nothing to evaluate (see configs/streets.py).')
-  load_split = _split_loader(config)
+  load_split = split_loader(config)
   workdir, mesh, state = restore_for_job(
     config, workdir, _restore_template(config, load_split), step=step
   )
