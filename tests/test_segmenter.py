@@ -1,4 +1,4 @@
-"""ERFNet's pure train step and loop on the procedural streets set; SIPL loads its export."""
+"""ERFNet's training loop on the procedural streets set; SIPL loads its export."""
 
 import json
 import shutil
@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from conftest import _load_config_module
 
-from semgan_jax.data import cityscapes, paired
 from semgan_jax.train import segmenter_loop, semanticgan_loop
 from semgan_jax.train.loop import UserInputError
 from semgan_jax.weights import erfnet as erfnet_weights
@@ -22,24 +21,6 @@ def config(tfds_dir):
   return config
 
 
-def test_step_lowers_the_cross_entropy_on_a_fixed_batch(config):
-  source = semanticgan_loop._load_source(config)
-  iterator = paired.create_paired_iterator(
-    source, global_batch_size=config.data.batch_size, num_classes=35, seed=0
-  )
-  batch = {key: next(iterator)[key] for key in ('image', 'label')}
-  fast = config.copy_and_resolve_references()
-  fast.optim.lr = 5e-3  # Few steps: a larger step than the paper's 5e-4 shows the descent.
-  state = segmenter_loop.create_segmenter_state(fast, jax.random.key(0))
-  step = jax.jit(segmenter_loop.make_segmenter_step(cityscapes.TRAIN_IDS, 255))
-  losses = []
-  for i in range(6):
-    state, metrics = step(state, batch, jax.random.key(i))
-    losses.append(float(metrics['train/loss']))
-  assert int(state.step) == 6
-  assert np.isfinite(losses).all() and losses[-1] < 0.9 * losses[0], losses
-
-
 def test_loop_trains_resumes_exactly_and_exports_sipl_weights(config, streets_config, tmp_path):
   config = config.copy_and_resolve_references()
   config.train.ckpt_every_steps = 2  # Checkpoints at steps 2 and 4.
@@ -50,6 +31,12 @@ def test_loop_trains_resumes_exactly_and_exports_sipl_weights(config, streets_co
   config.evals.miou.every_steps = 0  # Evaluated in the straight run only.
   resumed = segmenter_loop.train_segmenter(config, str(tmp_path / 'b'))
   assert int(straight.step) == int(resumed.step) == 4
+  initial = segmenter_loop.create_segmenter_state(config, jax.random.key(0)).variables['params']
+  trained = straight.variables['params']
+  assert any(
+    np.any(np.asarray(a) != np.asarray(b))
+    for a, b in zip(*map(jax.tree.leaves, (initial, trained)), strict=True)
+  )
   for a, b in zip(*map(jax.tree.leaves, (straight.variables, resumed.variables)), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # Validation mIoU at the last step (12 pairs, a padded batch of 8), and again by --mode=eval.
