@@ -40,16 +40,27 @@ class UserInputError(ValueError):
   """Bad input from the user (config, flags, workdir): reported as one line, never a traceback."""
 
 
+def expect(ok: bool, message: str) -> None:
+  """Raises `UserInputError(message)` unless `ok`: the config checks' one-line errors."""
+  if not ok:
+    raise UserInputError(message)
+
+
+def jit_train_step(step: Callable, mesh: Mesh) -> Callable:
+  """`step(state, batch, rng) -> (state, metrics)` compiled for `mesh`: state and rng replicated,
+  the batch sharded on `data`, the old state donated (its buffers are reused in place)."""
+  repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  return jax.jit(
+    step, in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=(0,)
+  )
+
+
 def validate_config(config: ml_collections.ConfigDict) -> data_lib.DatasetSpec:
   """Checks the fields the run depends on; returns the data set's spec.
 
   Raises:
     UserInputError: naming the first field whose value cannot work, and what was expected.
   """
-
-  def expect(ok: bool, message: str):
-    if not ok:
-      raise UserInputError(message)
 
   try:
     spec = data_lib.get_dataset_spec(config.data.name)
@@ -342,8 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
     'SemGAN (%s head), steps %d -> %d.', config.model.head, start_step, config.train.num_steps
   )
   num_steps = config.train.num_steps
-  repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  train_step = jax.jit(
+  train_step = jit_train_step(
     make_train_step(
       palette=spec.palette,
       generator_loss=config.loss.generator,
@@ -351,12 +361,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
       instance_noise_std=config.loss.instance_noise_std,
       instance_noise_steps=config.loss.instance_noise_steps,
     ),
-    in_shardings=(repl, batch_sh, repl),
-    out_shardings=(repl, repl),
-    donate_argnums=(0,),
+    mesh,
   )
   evaluators = _build_evaluators(config, spec, source, mesh)
-  sample_fn = jax.jit(generate, out_shardings=repl)
+  sample_fn = jax.jit(generate, out_shardings=parallel.replicated(mesh))
   sample_rng = jax.random.fold_in(jax.random.key(config.seed), _SAMPLE_STREAM)
   fixed_z = sample_latents(sample_rng, config.train.num_samples, config.model.latent_dim)
   # The training key leaves the (donated) state once, so per-step keys need no state access.
@@ -531,6 +539,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
 
 __all__ = [
   'UserInputError',
+  'expect',
+  'jit_train_step',
   'evaluate',
   'open_run',
   'restore_for_job',

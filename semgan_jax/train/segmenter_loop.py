@@ -28,6 +28,8 @@ from semgan_jax.evaluation import segmentation
 from semgan_jax.models import erfnet
 from semgan_jax.train.loop import (
   UserInputError,
+  expect,
+  jit_train_step,
   open_run,
   restore_for_job,
   resume_or_start,
@@ -150,10 +152,6 @@ def validate_segmenter_config(config: ml_collections.ConfigDict) -> data_lib.Dat
   Raises:
     UserInputError: naming the first field whose value cannot work, and what was expected.
   """
-
-  def expect(ok: bool, message: str):
-    if not ok:
-      raise UserInputError(message)
 
   spec = paired_data_spec(config)
   d, t, ev = config.data, config.train, config.evals.miou
@@ -295,12 +293,9 @@ def train_segmenter(config: ml_collections.ConfigDict, workdir: str) -> Segmente
   start_step, num_steps = int(state.step), config.train.num_steps
   what = f'{spec.name}:{config.data.config_name} ({len(source)} training pairs)'
   logging.info('ERFNet on %s, steps %d -> %d.', what, start_step, num_steps)
-  repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  train_step = jax.jit(
+  train_step = jit_train_step(
     make_segmenter_step(cityscapes.TRAIN_IDS, cityscapes.IGNORE_TRAIN_ID),
-    in_shardings=(repl, batch_sh, repl),
-    out_shardings=(repl, repl),
-    donate_argnums=(0,),
+    mesh,
   )
   evaluator = MiouEvaluator(config.evals.miou, load_split(config.evals.miou.split), mesh)
   _, schedule = build_optimizer(config.optim, num_steps)

@@ -19,6 +19,8 @@ from semgan_jax.evaluation import photo_evaluator
 from semgan_jax.models import BLOCKS, erfnet
 from semgan_jax.train.loop import (
   UserInputError,
+  expect,
+  jit_train_step,
   open_run,
   restore_for_job,
   resume_or_start,
@@ -82,10 +84,6 @@ def paired_data_spec(config: ml_collections.ConfigDict) -> data_lib.DatasetSpec:
 
 def validate_semanticgan_config(config: ml_collections.ConfigDict) -> data_lib.DatasetSpec:
   """Checks the fields a SemanticGAN run depends on; returns the data set's spec."""
-
-  def expect(ok: bool, message: str):
-    if not ok:
-      raise UserInputError(message)
 
   spec = paired_data_spec(config)
   d, m, loss = config.data, config.model, config.loss
@@ -271,8 +269,7 @@ def train_semanticgan(config: ml_collections.ConfigDict, workdir: str) -> GANSta
     start_step,
     num_steps,
   )
-  repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  train_step = jax.jit(
+  train_step = jit_train_step(
     make_semanticgan_step(
       num_classes=spec.num_classes,
       adversarial=config.loss.adversarial,
@@ -280,9 +277,7 @@ def train_semanticgan(config: ml_collections.ConfigDict, workdir: str) -> GANSta
       lambda_vgg=config.loss.lambda_vgg,
       extra_g_losses=_extra_g_losses(config),
     ),
-    in_shardings=(repl, batch_sh, repl),
-    out_shardings=(repl, repl),
-    donate_argnums=(0,),
+    mesh,
   )
   fixed = _validation_examples(load_split, config.train.num_samples)
   translate_fn = jax.jit(functools.partial(translate, num_classes=spec.num_classes))
