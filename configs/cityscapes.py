@@ -68,6 +68,10 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.d_num_layers = 3
   config.model.g_ema_decay = 0.0
   config.model.dtype = 'float32'
+  # How convolutions are computed: 'auto' picks im2col/kn2row matrix products per layer shape on
+  # CPU, where XLA's own convolution is slow for some shapes, and XLA's everywhere else.
+  config.model.conv_lowering = 'auto'
+  config.model.remat = False  # Recompute the residual trunk in the backward pass (less memory).
 
   config.loss = ml_collections.ConfigDict()
   config.loss.adversarial = 'lsgan'  # λ1 = 1

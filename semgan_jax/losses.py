@@ -154,7 +154,9 @@ def vgg_perceptual_loss(
 
   F_i are VGG19's relu1_1 .. relu5_1; the real images' features are a fixed target
   (stop-gradient). Both batches go through `vgg_fn` as one, which is exact for VGG (no batch
-  statistics) and runs the network once. Multiply by λ_feat (10) in the caller.
+  statistics) and runs the network once. Multiply by λ_feat (10) in the caller. A train step that
+  differentiates it should take the real features once, outside the gradient, and call
+  `vgg_feature_distance` instead, so that VGG's backward sees the generated batch only.
 
   Args:
     vgg_fn: maps (N, H, W, 3) images in [-1, 1] to the five feature maps, e.g.
@@ -169,11 +171,24 @@ def vgg_perceptual_loss(
   features = vgg_fn(jnp.concatenate([fake_images, jax.lax.stop_gradient(real_images)]))
   if len(features) != len(VGG_LAYER_WEIGHTS):
     raise ValueError(f'vgg_fn returned {len(features)} feature maps; expected 5.')
+  return vgg_feature_distance(
+    [both[:batch] for both in features], [both[batch:] for both in features]
+  )
+
+
+def vgg_feature_distance(
+  fake_features: Sequence[jax.Array], real_features: Sequence[jax.Array]
+) -> jax.Array:
+  """`vgg_perceptual_loss` from the five VGG feature maps of each batch (real: stop-gradient)."""
+  if len(fake_features) != len(VGG_LAYER_WEIGHTS) or len(real_features) != len(fake_features):
+    raise ValueError(
+      f'{len(fake_features)} generated and {len(real_features)} real VGG feature maps; '
+      'expected 5 each.'
+    )
   total = jnp.float32(0)
-  for weight, both in zip(VGG_LAYER_WEIGHTS, features, strict=True):
-    both = both.astype(jnp.float32)
-    fake, real = both[:batch], jax.lax.stop_gradient(both[batch:])
-    total += weight * jnp.mean(jnp.abs(fake - real))
+  for weight, fake, real in zip(VGG_LAYER_WEIGHTS, fake_features, real_features, strict=True):
+    real = jax.lax.stop_gradient(real).astype(jnp.float32)
+    total += weight * jnp.mean(jnp.abs(fake.astype(jnp.float32) - real))
   return total
 
 

@@ -102,6 +102,75 @@ def test_perceptual_term_uses_the_frozen_vgg(streets_config):
   assert not _changed(new_state.frozen_params, state.frozen_params)
 
 
+def _plain_step(state, batch, *, num_classes, lambda_feat, lambda_vgg, extra):
+  """The step written the plain way: jax.grad of each loss through its own D and VGG passes."""
+  import functools
+
+  from semgan_jax import losses
+  from semgan_jax.models.inputs import label_to_generator_input
+  from semgan_jax.models.vgg import VGG19Features
+  from semgan_jax.train.semanticgan_step import images_to_float
+
+  x = label_to_generator_input(batch['label'], batch['instance'], num_classes)
+  real = images_to_float(batch['image'])
+  vgg_fn = functools.partial(
+    VGG19Features(conv_lowering='xla').apply, {'params': state.frozen_params['vgg']}
+  )
+
+  def run_d(d_params, images):
+    outputs = state.discriminator.apply({'params': d_params}, x, images)
+    return [o[-1] for o in outputs], [o[:-1] for o in outputs]
+
+  def g_loss_fn(g_params):
+    fake = state.generator.apply({'params': g_params}, x)
+    fake_logits, fake_features = run_d(state.d_params, fake)
+    _, real_features = run_d(state.d_params, real)
+    total = losses.multiscale_g_adv_loss(fake_logits) + lambda_feat * (
+      losses.multiscale_feature_matching_loss(real_features, fake_features)
+    )
+    total += lambda_vgg * losses.vgg_perceptual_loss(vgg_fn, fake, real)
+    total += extra(state.frozen_params, fake, batch)
+    return total, fake
+
+  (g_loss, fake), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
+
+  def d_loss_fn(d_params):
+    real_logits, _ = run_d(d_params, real)
+    fake_logits, _ = run_d(d_params, jax.lax.stop_gradient(fake))
+    return losses.multiscale_d_loss(real_logits, fake_logits)
+
+  d_loss, d_grads = jax.value_and_grad(d_loss_fn)(state.d_params)
+  return g_loss, d_loss, g_grads, d_grads
+
+
+def test_one_pass_step_equals_the_plain_formulation(streets_config):
+  """Each network output computed once gives the losses and gradients of separate passes."""
+  from semgan_jax.models.vgg import VGG19Features
+  from semgan_jax.train import semanticgan_step
+
+  config = streets_config
+  vgg = VGG19Features().init(jax.random.key(3), jnp.zeros((1, 32, 64, 3)))['params']
+  state = create_semanticgan_state(config, jax.random.key(0), {'vgg': vgg})
+  batch = _batch(config)
+  extra = lambda frozen, fake, batch: jnp.mean(jnp.square(fake))  # noqa: E731
+  kwargs = dict(num_classes=config.data.num_classes, lambda_feat=10.0, lambda_vgg=10.0)
+  gradients = semanticgan_step.make_semanticgan_gradients(
+    **kwargs, extra_g_losses={'l2': (1.0, extra)}, vgg=VGG19Features(conv_lowering='xla')
+  )
+  ours_g, ours_d, metrics = jax.jit(gradients)(state, batch)
+  g_loss, d_loss, g_grads, d_grads = jax.jit(lambda s, b: _plain_step(s, b, **kwargs, extra=extra))(
+    state, batch
+  )
+  np.testing.assert_allclose(float(metrics['train/g_loss']), float(g_loss), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics['train/d_loss']), float(d_loss), rtol=1e-5)
+  for ours, plain in ((ours_g, g_grads), (ours_d, d_grads)):
+    for (path, a), b in zip(
+      jax.tree_util.tree_leaves_with_path(ours), jax.tree.leaves(plain), strict=True
+    ):
+      scale = float(jnp.max(jnp.abs(b))) + 1e-12
+      assert float(jnp.max(jnp.abs(a - b))) <= 2e-4 * scale, jax.tree_util.keystr(path)
+
+
 def test_perceptual_loss_without_weights_is_a_clear_error(streets_config, tmp_path):
   config = streets_config.copy_and_resolve_references()
   config.loss.lambda_vgg = 10.0

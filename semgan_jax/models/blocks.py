@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from semgan_jax.models.conv import Conv
 from semgan_jax.models.layers import channel_shuffle, conv_init, instance_norm, reflect_pad
 
 # All three blocks share one skip convention, pix2pixHD's: `x + branch(x)` with no activation after
@@ -19,11 +20,13 @@ class ResnetBlock(nn.Module):
     norm_affine: whether the InstanceNorms learn a scale and bias (pix2pixHD: no).
     dtype: computation dtype.
     param_dtype: parameter dtype.
+    conv_lowering: how convolutions are computed (`semgan_jax.models.conv.LOWERINGS`).
   """
 
   norm_affine: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  conv_lowering: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -31,12 +34,16 @@ class ResnetBlock(nn.Module):
     features = x.shape[-1]
     # No conv bias: the InstanceNorm that follows removes any per-channel offset.
     conv = dict(
-      use_bias=False, kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype
+      use_bias=False,
+      kernel_init=conv_init,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      lowering=self.conv_lowering,
     )
     norm = dict(affine=self.norm_affine, dtype=self.dtype, param_dtype=self.param_dtype)
-    y = nn.Conv(features, (3, 3), padding='VALID', name='conv1', **conv)(reflect_pad(x, 1))
+    y = Conv(features, (3, 3), padding='VALID', name='conv1', **conv)(reflect_pad(x, 1))
     y = nn.relu(instance_norm(name='conv1_norm', **norm)(y))
-    y = nn.Conv(features, (3, 3), padding='VALID', name='conv2', **conv)(reflect_pad(y, 1))
+    y = Conv(features, (3, 3), padding='VALID', name='conv2', **conv)(reflect_pad(y, 1))
     y = instance_norm(name='conv2_norm', **norm)(y)
     return x + y
 
@@ -67,6 +74,7 @@ class Res2Block(nn.Module):
     norm_affine: whether the InstanceNorms learn a scale and bias (pix2pixHD: no).
     dtype: computation dtype.
     param_dtype: parameter dtype.
+    conv_lowering: how convolutions are computed (`semgan_jax.models.conv.LOWERINGS`).
   """
 
   scale: int = 4
@@ -74,6 +82,7 @@ class Res2Block(nn.Module):
   norm_affine: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  conv_lowering: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -86,11 +95,15 @@ class Res2Block(nn.Module):
       )
     width = features // self.scale
     conv = dict(
-      use_bias=False, kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype
+      use_bias=False,
+      kernel_init=conv_init,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      lowering=self.conv_lowering,
     )
     norm = dict(affine=self.norm_affine, dtype=self.dtype, param_dtype=self.param_dtype)
 
-    y = nn.Conv(features, (1, 1), name='conv_in', **conv)(x)
+    y = Conv(features, (1, 1), name='conv_in', **conv)(x)
     y = nn.relu(instance_norm(name='conv_in_norm', **norm)(y))
     if self.shuffle:
       y = channel_shuffle(y, self.scale)
@@ -99,9 +112,9 @@ class Res2Block(nn.Module):
     for i in range(1, self.scale):
       # Group 2 has no predecessor to add: y_1 = x_1 is the unprocessed first split.
       h = splits[i] if i == 1 else splits[i] + outputs[-1]
-      h = nn.Conv(width, (3, 3), padding='VALID', name=f'conv_group{i}', **conv)(reflect_pad(h, 1))
+      h = Conv(width, (3, 3), padding='VALID', name=f'conv_group{i}', **conv)(reflect_pad(h, 1))
       outputs.append(nn.relu(instance_norm(name=f'conv_group{i}_norm', **norm)(h)))
-    y = nn.Conv(features, (1, 1), name='conv_out', **conv)(jnp.concatenate(outputs, axis=-1))
+    y = Conv(features, (1, 1), name='conv_out', **conv)(jnp.concatenate(outputs, axis=-1))
     y = instance_norm(name='conv_out_norm', **norm)(y)
     return x + y
 

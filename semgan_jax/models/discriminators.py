@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from semgan_jax.models.conv import Conv
 from semgan_jax.models.generators import num_upsamplings
 from semgan_jax.models.layers import batch_norm, conv_init, instance_norm, leaky_relu
 
@@ -26,6 +27,7 @@ class DCGANDiscriminator(nn.Module):
     bn_momentum: BatchNorm momentum.
     dtype: computation dtype; logits are float32.
     param_dtype: parameter dtype.
+    conv_lowering: how convolutions are computed (`semgan_jax.models.conv.LOWERINGS`).
   """
 
   image_size: int = 64
@@ -35,6 +37,7 @@ class DCGANDiscriminator(nn.Module):
   bn_momentum: float = 0.9
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  conv_lowering: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> tuple[jax.Array, list[jax.Array]]:
@@ -45,11 +48,16 @@ class DCGANDiscriminator(nn.Module):
         f'{self.image_size}x{self.image_size}.'
       )
     n_down = num_upsamplings(self.image_size, self.end_size)
-    conv = dict(kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype)
+    conv = dict(
+      kernel_init=conv_init,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      lowering=self.conv_lowering,
+    )
     features = []
     x = x.astype(self.dtype)
     for i in range(n_down):
-      x = nn.Conv(
+      x = Conv(
         self.base_features * 2**i,
         (self.kernel_size,) * 2,
         strides=(2, 2),
@@ -68,7 +76,8 @@ class DCGANDiscriminator(nn.Module):
         )(x)
       x = leaky_relu(x)
       features.append(x)
-    logits = nn.Dense(1, name='logit', **conv)(x.reshape(x.shape[0], -1))
+    dense = dict(kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype)
+    logits = nn.Dense(1, name='logit', **dense)(x.reshape(x.shape[0], -1))
     return logits[:, 0].astype(jnp.float32), features
 
 
@@ -91,6 +100,7 @@ class PatchGANDiscriminator(nn.Module):
     norm_affine: whether the InstanceNorms learn a scale and bias (pix2pixHD: no).
     dtype: computation dtype; logits are float32.
     param_dtype: parameter dtype.
+    conv_lowering: how convolutions are computed (`semgan_jax.models.conv.LOWERINGS`).
   """
 
   base_features: int = 64
@@ -98,6 +108,7 @@ class PatchGANDiscriminator(nn.Module):
   norm_affine: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  conv_lowering: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> list[jax.Array]:
@@ -107,12 +118,17 @@ class PatchGANDiscriminator(nn.Module):
       `num_layers + 2` arrays: every D layer's activations (after the LeakyReLU), which feature
       matching reads, then the (B, H', W', 1) float32 logit map.
     """
-    conv = dict(kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype)
+    conv = dict(
+      kernel_init=conv_init,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      lowering=self.conv_lowering,
+    )
     norm = dict(affine=self.norm_affine, dtype=self.dtype, param_dtype=self.param_dtype)
     features = []
     x = x.astype(self.dtype)
     for i in range(self.num_layers + 1):
-      x = nn.Conv(
+      x = Conv(
         min(self.base_features * 2**i, 8 * self.base_features),
         (4, 4),
         strides=(2, 2) if i < self.num_layers else (1, 1),
@@ -125,7 +141,7 @@ class PatchGANDiscriminator(nn.Module):
         x = instance_norm(name=f'conv{i}_norm', **norm)(x)
       x = leaky_relu(x)
       features.append(x)
-    x = nn.Conv(1, (4, 4), padding=((2, 2), (2, 2)), name='logits', **conv)(x)
+    x = Conv(1, (4, 4), padding=((2, 2), (2, 2)), name='logits', **conv)(x)
     features.append(x.astype(jnp.float32))
     return features
 
@@ -149,6 +165,7 @@ class MultiScaleDiscriminator(nn.Module):
     norm_affine: whether the InstanceNorms learn a scale and bias (pix2pixHD: no).
     dtype: computation dtype; logits are float32.
     param_dtype: parameter dtype.
+    conv_lowering: how convolutions are computed (`semgan_jax.models.conv.LOWERINGS`).
   """
 
   num_d: int = 3
@@ -157,6 +174,7 @@ class MultiScaleDiscriminator(nn.Module):
   norm_affine: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  conv_lowering: str = 'auto'
 
   @nn.compact
   def __call__(self, labels: jax.Array, images: jax.Array) -> list[list[jax.Array]]:
@@ -187,6 +205,7 @@ class MultiScaleDiscriminator(nn.Module):
           norm_affine=self.norm_affine,
           dtype=self.dtype,
           param_dtype=self.param_dtype,
+          conv_lowering=self.conv_lowering,
           name=f'scale{i}',
         )(x)
       )

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from semgan_jax.models.blocks import BLOCKS
+from semgan_jax.models.conv import Conv
 from semgan_jax.models.layers import (
   ConvTranspose,
   batch_norm,
@@ -137,6 +138,10 @@ class LabelToPhotoGenerator(nn.Module):
     norm_affine: whether the InstanceNorms learn a scale and bias (pix2pixHD: no).
     dtype: computation dtype; the tanh output is float32.
     param_dtype: parameter dtype.
+    conv_lowering: how convolutions are computed (`semgan_jax.models.conv.LOWERINGS`); 'auto'
+      picks per layer shape on CPU and XLA's own elsewhere. Parameters do not depend on it.
+    remat: rematerialise each residual block in the backward pass (saves the trunk's
+      activations at the cost of recomputing its forward).
   """
 
   base_features: int = 64
@@ -147,6 +152,8 @@ class LabelToPhotoGenerator(nn.Module):
   norm_affine: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  conv_lowering: str = 'auto'
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -161,22 +168,30 @@ class LabelToPhotoGenerator(nn.Module):
         f'generator input is {x.shape[1]}x{x.shape[2]}; height and width must be divisible by '
         f'2**num_downsamplings = {factor}.'
       )
-    conv = dict(kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype)
+    conv = dict(
+      kernel_init=conv_init,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      lowering=self.conv_lowering,
+    )
     norm = dict(affine=self.norm_affine, dtype=self.dtype, param_dtype=self.param_dtype)
     block_fields = dict(
-      norm_affine=self.norm_affine, dtype=self.dtype, param_dtype=self.param_dtype
+      norm_affine=self.norm_affine,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      conv_lowering=self.conv_lowering,
     )
     if self.block != 'resnet':
       block_fields['scale'] = self.scale
-    block_cls = BLOCKS[self.block]
+    block_cls = nn.remat(BLOCKS[self.block]) if self.remat else BLOCKS[self.block]
 
     x = x.astype(self.dtype)
-    x = nn.Conv(self.base_features, (7, 7), padding='VALID', use_bias=False, name='stem', **conv)(
+    x = Conv(self.base_features, (7, 7), padding='VALID', use_bias=False, name='stem', **conv)(
       reflect_pad(x, 3)
     )
     x = nn.relu(instance_norm(name='stem_norm', **norm)(x))
     for i in range(1, self.num_downsamplings + 1):
-      x = nn.Conv(
+      x = Conv(
         self.base_features * 2**i,
         (3, 3),
         strides=(2, 2),
@@ -199,5 +214,5 @@ class LabelToPhotoGenerator(nn.Module):
         **conv,
       )(x)
       x = nn.relu(instance_norm(name=f'up{i}_norm', **norm)(x))
-    x = nn.Conv(3, (7, 7), padding='VALID', name='head', **conv)(reflect_pad(x, 3))
+    x = Conv(3, (7, 7), padding='VALID', name='head', **conv)(reflect_pad(x, 3))
     return jnp.tanh(x.astype(jnp.float32))

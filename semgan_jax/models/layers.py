@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from semgan_jax.models.conv import conv2d
+
 # DCGAN (Radford et al.) and both papers initialise every weight from N(0, 0.02).
 conv_init = nn.initializers.normal(stddev=0.02)
 
@@ -110,6 +112,7 @@ def conv_transpose(
   kernel: jax.Array,
   strides: Sequence[int],
   padding,
+  lowering: str = 'auto',
 ) -> jax.Array:
   """`lax.conv_transpose(x, kernel, strides, padding)` (NHWC, HWIO) computed as `s0·s1` plain convs.
 
@@ -128,6 +131,7 @@ def conv_transpose(
     kernel: (kh, kw, Cin, Cout).
     strides: (sh, sw).
     padding: 'SAME' or ((before, after), (before, after)) on the dilated input.
+    lowering: how each phase's convolution is computed (`semgan_jax.models.conv.conv2d`).
 
   Returns:
     (B, H', W', Cout), as `lax.conv_transpose`.
@@ -166,11 +170,7 @@ def conv_transpose(
         n_h, n_w = sizes_out[0] // strides[0], sizes_out[1] // strides[1]
         columns.append(jnp.zeros((x.shape[0], n_h, n_w, kernel.shape[3]), x.dtype))
         continue
-      columns.append(
-        lax.conv_general_dilated(
-          x, sub_kernel, (1, 1), [pad_h, pad_w], dimension_numbers=('NHWC', 'HWIO', 'NHWC')
-        )
-      )
+      columns.append(conv2d(x, sub_kernel, (1, 1), (pad_h, pad_w), lowering))
     rows.append(jnp.stack(columns, axis=3))  # (B, h, w, sw, C)
   y = jnp.stack(rows, axis=2)  # (B, h, sh, w, sw, C)
   batch, h, sh, w, sw, channels = y.shape
@@ -194,6 +194,7 @@ class ConvTranspose(nn.Module):
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
   dtype: jnp.dtype | None = None
   param_dtype: jnp.dtype = jnp.float32
+  lowering: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -207,7 +208,7 @@ class ConvTranspose(nn.Module):
       else None
     )
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = conv_transpose(x, kernel, self.strides, self.padding)
+    y = conv_transpose(x, kernel, self.strides, self.padding, self.lowering)
     if bias is not None:
       y = y + bias
     return y

@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from semgan_jax.models.conv import Conv
+
 # ImageNet statistics of torchvision's pretrained models, for RGB inputs in [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -70,11 +72,13 @@ class VGG19Features(nn.Module):
     dtype: computation dtype (the features come out in it).
     param_dtype: parameter dtype.
     precision: convolution precision; None (the backend's default) suits a training loss.
+    conv_lowering: how convolutions are computed (`semgan_jax.models.conv.LOWERINGS`).
   """
 
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   precision: str | jax.lax.Precision | None = None
+  conv_lowering: str = 'auto'
 
   @nn.compact
   def __call__(self, images: jax.Array) -> tuple[jax.Array, ...]:
@@ -93,13 +97,14 @@ class VGG19Features(nn.Module):
     for name, channels in USED_CONVS:
       if name.endswith('_1') and name != 'conv1_1':
         x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
-      x = nn.Conv(
+      x = Conv(
         channels,
         (3, 3),
         padding=((1, 1), (1, 1)),
         dtype=self.dtype,
         param_dtype=self.param_dtype,
         precision=self.precision,
+        lowering=self.conv_lowering,
         name=name,
       )(x)
       x = nn.relu(x)

@@ -16,7 +16,7 @@ from semgan_jax import images, parallel
 from semgan_jax.data import cityscapes, paired
 from semgan_jax.evaluation import evaluator as evaluator_lib
 from semgan_jax.evaluation import photo_evaluator
-from semgan_jax.models import BLOCKS, erfnet
+from semgan_jax.models import BLOCKS, conv, erfnet
 from semgan_jax.train.loop import (
   UserInputError,
   expect,
@@ -28,6 +28,7 @@ from semgan_jax.train.loop import (
   run_training,
 )
 from semgan_jax.train.semanticgan_step import (
+  build_vgg,
   create_semanticgan_state,
   make_semanticgan_step,
   make_sipl_loss,
@@ -88,6 +89,15 @@ def validate_semanticgan_config(config: ml_collections.ConfigDict) -> data_lib.D
   spec = paired_data_spec(config)
   d, m, loss = config.data, config.model, config.loss
   expect(m.block in BLOCKS, f'config.model.block={m.block!r}; expected one of {sorted(BLOCKS)}.')
+  expect(
+    m.conv_lowering in conv.LOWERINGS,
+    f'config.model.conv_lowering={m.conv_lowering!r}; expected one of {conv.LOWERINGS}.',
+  )
+  expect(
+    m.dtype in ('float32', 'bfloat16'),
+    f"config.model.dtype={m.dtype!r}; expected 'float32' or 'bfloat16'.",
+  )
+  expect(isinstance(m.remat, bool), f'config.model.remat={m.remat!r}; expected True or False.')
   factor = 2**m.num_downsamplings
   expect(
     d.height % factor == 0 and d.width % factor == 0,
@@ -276,6 +286,7 @@ def train_semanticgan(config: ml_collections.ConfigDict, workdir: str) -> GANSta
       lambda_feat=config.loss.lambda_feat,
       lambda_vgg=config.loss.lambda_vgg,
       extra_g_losses=_extra_g_losses(config),
+      vgg=build_vgg(config),
     ),
     mesh,
   )

@@ -10,6 +10,7 @@ gradient is taken with respect to one network's parameters only.
 import functools
 from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -40,14 +41,24 @@ def build_semanticgan_models(config: ml_collections.ConfigDict):
     block=m.block,
     scale=m.scale,
     dtype=dtype,
+    conv_lowering=m.conv_lowering,
+    remat=m.remat,
   )
   discriminator = MultiScaleDiscriminator(
     num_d=m.num_d,
     base_features=m.d_base_features,
     num_layers=m.d_num_layers,
     dtype=dtype,
+    conv_lowering=m.conv_lowering,
   )
   return generator, discriminator
+
+
+def build_vgg(config: ml_collections.ConfigDict) -> VGG19Features:
+  """The perceptual loss's VGG19 in the run's computation dtype and convolution lowering."""
+  return VGG19Features(
+    dtype=jnp.dtype(config.model.dtype), conv_lowering=config.model.conv_lowering
+  )
 
 
 def create_semanticgan_state(
@@ -120,15 +131,24 @@ def translate(state: GANState, labels: jax.Array, instances: jax.Array, num_clas
   return state.generator.apply({'params': params}, x)
 
 
-def make_semanticgan_step(
+def make_semanticgan_gradients(
   *,
   num_classes: int,
   adversarial: str = 'lsgan',
   lambda_feat: float = 10.0,
   lambda_vgg: float = 10.0,
   extra_g_losses: dict[str, tuple[float, Callable]] | None = None,
-) -> Callable[[GANState, dict, jax.Array], tuple[GANState, dict]]:
-  """Builds `train_step(state, batch, rng) -> (state, metrics)` for SemanticGAN.
+  vgg: nn.Module | None = None,
+) -> Callable[[GANState, dict], tuple[jax.Array, jax.Array, dict]]:
+  """Builds `gradients(state, batch) -> (g_grads, d_grads, metrics)`: both losses' gradients.
+
+  Every network output is computed once: G(s); D on the real pair, whose logits serve D's loss
+  and whose features are feature matching's fixed targets; D on the generated pair, whose one
+  forward pass serves both losses (its backward is taken twice: into G's image for G's loss,
+  into D's parameters for D's); VGG19 of the real photo, outside any gradient. The gradients
+  are those of the plain formulation, `jax.grad` of G's loss through fresh D and VGG passes and
+  of D's loss through its own (`tests/test_semanticgan_train.py` checks it). G's loss gradients
+  never reach D's parameters and D's never reach G's.
 
   Args:
     num_classes: label ids are in [0, num_classes); G's input has num_classes + 1 channels.
@@ -138,58 +158,69 @@ def make_semanticgan_step(
       0 switches the term off (and then no VGG weights are needed).
     extra_g_losses: more generator terms, name → (weight, fn(frozen_params, fake, batch) ->
       scalar), e.g. SIPL with a frozen segmenter. Each is logged as `train/g_<name>`.
+    vgg: the VGG19Features module to run (its dtype and convolution lowering); default float32.
 
   Returns:
-    The step. `batch` holds `image` uint8 (B, H, W, 3), `label` and `instance` int32 (B, H, W).
+    The function. `batch` holds `image` uint8 (B, H, W, 3), `label` and `instance` int32
+    (B, H, W); `metrics` are the step's `train/*` scalars.
   """
   if adversarial not in losses.ADVERSARIAL_KINDS:
     raise ValueError(
       f'config.loss.adversarial={adversarial!r}; expected one of {losses.ADVERSARIAL_KINDS}.'
     )
   extra_g_losses = dict(extra_g_losses or {})
+  vgg = VGG19Features() if vgg is None else vgg
 
-  def train_step(state: GANState, batch: dict, rng: jax.Array) -> tuple[GANState, dict]:
-    del rng  # pix2pixHD's step is deterministic (no dropout, no noise input).
+  def gradients(state: GANState, batch: dict) -> tuple[jax.Array, jax.Array, dict]:
     x = label_to_generator_input(batch['label'], batch['instance'], num_classes)
     real = images_to_float(batch['image'])
     frozen = state.frozen_params
 
-    def run_d(d_params, images):
-      outputs = state.discriminator.apply({'params': d_params}, x, images)
-      return [scale[-1] for scale in outputs], [scale[:-1] for scale in outputs]
+    def discriminate(d_params, images):
+      return state.discriminator.apply({'params': d_params}, x, images)
 
-    def g_loss_fn(g_params):
-      fake = state.generator.apply({'params': g_params}, x)
-      fake_logits, fake_features = run_d(state.d_params, fake)
-      _, real_features = run_d(state.d_params, real)
+    fake, g_vjp = jax.vjp(lambda p: state.generator.apply({'params': p}, x), state.g_params)
+    real_out, d_vjp_real = jax.vjp(lambda p: discriminate(p, real), state.d_params)
+    fake_out, d_vjp_fake = jax.vjp(discriminate, state.d_params, fake)
+    real_features = [scale[:-1] for scale in real_out]
+    if lambda_vgg > 0:
+      vgg_fn = functools.partial(vgg.apply, {'params': frozen['vgg']})
+      real_vgg = jax.lax.stop_gradient(vgg_fn(real))
+
+    def g_loss_fn(fake, fake_out):
       terms = {
-        'adv': losses.multiscale_g_adv_loss(fake_logits, adversarial),
-        'feat': losses.multiscale_feature_matching_loss(real_features, fake_features),
+        'adv': losses.multiscale_g_adv_loss([scale[-1] for scale in fake_out], adversarial),
+        'feat': losses.multiscale_feature_matching_loss(
+          real_features, [scale[:-1] for scale in fake_out]
+        ),
       }
       total = terms['adv'] + lambda_feat * terms['feat']
       if lambda_vgg > 0:
-        vgg_fn = functools.partial(VGG19Features().apply, {'params': frozen['vgg']})
-        terms['vgg'] = losses.vgg_perceptual_loss(vgg_fn, fake, real)
+        terms['vgg'] = losses.vgg_feature_distance(vgg_fn(fake), real_vgg)
         total += lambda_vgg * terms['vgg']
       for name, (weight, fn) in extra_g_losses.items():
         terms[name] = fn(frozen, fake, batch)
         total += weight * terms[name]
-      return total, (terms, fake)
+      return total, terms
 
-    (g_loss, (g_terms, fake)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
+    (g_loss, g_terms), (g_image_grad, g_out_grad) = jax.value_and_grad(
+      g_loss_fn, argnums=(0, 1), has_aux=True
+    )(fake, fake_out)
+    # Through D into G's image only: D's parameter part of this backward is never used.
+    g_image_grad = g_image_grad + d_vjp_fake(g_out_grad)[1]
+    (g_grads,) = g_vjp(g_image_grad)
 
-    def d_loss_fn(d_params):
-      real_logits, _ = run_d(d_params, real)
-      fake_logits, _ = run_d(d_params, jax.lax.stop_gradient(fake))
-      loss = losses.multiscale_d_loss(real_logits, fake_logits, adversarial)
-      return loss, (real_logits, fake_logits)
-
-    (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-      state.d_params
+    real_logits = [scale[-1] for scale in real_out]
+    fake_logits = [scale[-1] for scale in fake_out]
+    d_loss, (d_real_grad, d_fake_grad) = jax.value_and_grad(
+      lambda r, f: losses.multiscale_d_loss(r, f, adversarial), argnums=(0, 1)
+    )(real_logits, fake_logits)
+    # Into D's parameters only: the generated photo is a constant of D's loss (pix2pixHD's detach).
+    d_grads = jax.tree.map(
+      jnp.add,
+      d_vjp_real(_logit_cotangent(real_out, d_real_grad))[0],
+      d_vjp_fake(_logit_cotangent(fake_out, d_fake_grad))[0],
     )
-
-    g_params, g_opt_state, g_ema_params = state.apply_g_gradients(g_grads)
-    d_params, d_opt_state = state.apply_d_gradients(d_grads)
 
     metrics = {
       'train/g_loss': g_loss,
@@ -201,6 +232,25 @@ def make_semanticgan_step(
       'train/g_l1_to_real': jnp.mean(jnp.abs(fake - real)),
     }
     metrics.update({f'train/g_{name}': value for name, value in g_terms.items()})
+    return g_grads, d_grads, metrics
+
+  return gradients
+
+
+def make_semanticgan_step(**kwargs) -> Callable[[GANState, dict, jax.Array], tuple[GANState, dict]]:
+  """Builds `train_step(state, batch, rng) -> (state, metrics)` for SemanticGAN.
+
+  The step takes `make_semanticgan_gradients(**kwargs)` (same arguments) and then both Adam
+  steps, against the same discriminator parameters, as pix2pixHD does. `rng` is unused:
+  pix2pixHD's step is deterministic (no dropout, no noise input).
+  """
+  gradients = make_semanticgan_gradients(**kwargs)
+
+  def train_step(state: GANState, batch: dict, rng: jax.Array) -> tuple[GANState, dict]:
+    del rng
+    g_grads, d_grads, metrics = gradients(state, batch)
+    g_params, g_opt_state, g_ema_params = state.apply_g_gradients(g_grads)
+    d_params, d_opt_state = state.apply_d_gradients(d_grads)
     new_state = state.replace(
       step=state.step + 1,
       g_params=g_params,
@@ -212,3 +262,11 @@ def make_semanticgan_step(
     return new_state, metrics
 
   return train_step
+
+
+def _logit_cotangent(outputs, logit_grads):
+  """A cotangent for D's per-scale outputs that is `logit_grads` on the logits, zero elsewhere."""
+  return [
+    [jnp.zeros_like(f) for f in scale[:-1]] + [grad]
+    for scale, grad in zip(outputs, logit_grads, strict=True)
+  ]

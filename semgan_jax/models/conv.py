@@ -1,0 +1,195 @@
+"""2-D convolutions with a choice of lowering: XLA's own, im2col or kn2row matrix products.
+
+XLA:CPU computes some convolutions far below the machine's matmul speed, and differentiates some
+much worse still: the kernel gradient of a stride-1 4×4 convolution with 256 inputs on a 17×33
+map (the PatchGAN's fourth layer at 256×128) takes 0.7 s where the same numbers as one matrix
+product take 7 ms, and a 3×3 1024→1024 convolution on the residual trunk's 8×16 map runs at a
+third of the matmul speed. Two rewrites of the same sum turn each convolution into one large
+matrix product plus data movement, and JAX differentiates them into matrix products too:
+
+* **im2col**: the `kh·kw` shifted (strided) views of the padded input are concatenated on the
+  channel axis and multiplied by the kernel reshaped to `(kh·kw·Cin, Cout)`. Best where the
+  output map is small and the channels many (the patch matrix is then small).
+* **kn2row**: the padded input is multiplied by all taps at once, `(Cin, kh·kw·Cout)`, and the
+  `kh·kw` shifted slices of the product are summed. Best for stride 1 with few taps and for
+  narrow outputs (an RGB head, a one-channel logit map), where the product is small.
+
+`choose_lowering` picks one per layer shape on the CPU backend, from measurements on the
+SemanticGAN networks (`benchmarks/conv_lowering.py` prints them); every other backend keeps XLA's
+own convolution, which cuDNN and the TPU compiler handle. All lowerings compute the same sum and
+give the same values and gradients to float rounding; the parameters are those of
+`flax.linen.Conv`, so checkpoints do not depend on the lowering.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+LOWERINGS = ('auto', 'xla', 'im2col', 'kn2row')
+
+# CPU rule thresholds (see `choose_lowering`).
+_SMALL_OUTPUT_PIXELS = 1024  # output pixels (batch included) up to which im2col wins
+_KN2ROW_MAX_TAPS = 9  # kn2row's sum of shifted slices costs taps × the product: few taps only
+_NARROW_OUTPUT = 8  # output channels up to which kn2row wins at any tap count
+# kn2row's (pixels, taps, Cout) product is read and written once per tap: past ~100 MB memory
+# traffic makes it slower than XLA's convolution (VGG's first block: faster at 256×128, 4× slower
+# at 512×256).
+_KN2ROW_MAX_BYTES = 128 << 20
+
+
+def _padding_pairs(padding, kernel_size: Sequence[int], strides: Sequence[int], in_size):
+  """Flax/lax padding ('SAME', 'VALID', an int or pairs) as explicit (before, after) pairs."""
+  if isinstance(padding, str):
+    return lax.padtype_to_pads(in_size, kernel_size, strides, padding.upper())
+  if isinstance(padding, int):
+    return [(padding, padding)] * 2
+  return [(int(p), int(p)) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in padding]
+
+
+def _output_size(n: int, k: int, s: int, pad: tuple[int, int]) -> int:
+  return (n + pad[0] + pad[1] - k) // s + 1
+
+
+def choose_lowering(
+  input_shape: Sequence[int],
+  kernel_shape: Sequence[int],
+  strides: Sequence[int],
+  padding_pairs: Sequence[tuple[int, int]],
+  backend: str | None = None,
+) -> str:
+  """The lowering 'auto' resolves to for an NHWC input and HWIO kernel on `backend`.
+
+  On CPU, in this order: kn2row for narrow outputs (≤ 8 channels: heads, logit maps); im2col
+  when the output map, batch included, has at most 1024 pixels (small maps with many channels,
+  where XLA's convolution and above all its stride-1 kernel gradient are slow); kn2row for other
+  stride-1 convolutions of at most 3×3 taps; im2col for stride-1 convolutions with larger kernels
+  and at least 64 input channels (XLA differentiates the PatchGAN's 4×4 stride-1 layer 50-100×
+  slower than this); XLA's own convolution otherwise (strided layers, the 7×7 stem). kn2row is
+  only chosen while its product stays under 128 MiB. Elsewhere (GPU, TPU): XLA's.
+  """
+  backend = backend or jax.default_backend()
+  if backend != 'cpu':
+    return 'xla'
+  batch, in_h, in_w, cin = input_shape
+  kh, kw, _, cout = kernel_shape
+  out_h = _output_size(in_h, kh, strides[0], padding_pairs[0])
+  out_w = _output_size(in_w, kw, strides[1], padding_pairs[1])
+  taps = kh * kw
+  padded_pixels = batch * (in_h + sum(padding_pairs[0])) * (in_w + sum(padding_pairs[1]))
+  kn2row_fits = 4 * padded_pixels * taps * cout <= _KN2ROW_MAX_BYTES
+  stride_1 = tuple(strides) == (1, 1)
+  if cout <= _NARROW_OUTPUT and kn2row_fits:
+    return 'kn2row'
+  if batch * out_h * out_w <= _SMALL_OUTPUT_PIXELS:
+    return 'im2col'
+  if stride_1 and taps <= _KN2ROW_MAX_TAPS and kn2row_fits:
+    return 'kn2row'
+  if stride_1 and taps > _KN2ROW_MAX_TAPS and cin >= 64:
+    return 'im2col'
+  return 'xla'
+
+
+def _strided_window(x: jax.Array, i: int, j: int, strides, out_h: int, out_w: int) -> jax.Array:
+  """x[:, i::sh, j::sw, :] limited to out_h × out_w positions (x already padded)."""
+  sh, sw = strides
+  limit = (x.shape[0], i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, x.shape[3])
+  return lax.slice(x, (0, i, j, 0), limit, (1, sh, sw, 1))
+
+
+def conv2d(
+  x: jax.Array,
+  kernel: jax.Array,
+  strides: Sequence[int] = (1, 1),
+  padding='VALID',
+  lowering: str = 'auto',
+  precision=None,
+) -> jax.Array:
+  """A cross-correlation of (B, H, W, Cin) with a (kh, kw, Cin, Cout) kernel, as `lax.conv`.
+
+  Args:
+    x: NHWC input.
+    kernel: HWIO kernel.
+    strides: (sh, sw).
+    padding: 'SAME', 'VALID', an int, or ((top, bottom), (left, right)) zero padding.
+    lowering: 'auto' (`choose_lowering`), 'xla', 'im2col' or 'kn2row'.
+    precision: `lax.Precision` of the products (None: the backend's default).
+
+  Returns:
+    (B, H', W', Cout), equal to `lax.conv_general_dilated(x, kernel, strides, padding)` in NHWC.
+  """
+  if lowering not in LOWERINGS:
+    raise ValueError(f'conv lowering={lowering!r}; expected one of {LOWERINGS}.')
+  if x.ndim != 4 or kernel.ndim != 4 or x.shape[-1] != kernel.shape[2]:
+    raise ValueError(
+      f'conv2d: input {x.shape} (B, H, W, Cin) and kernel {kernel.shape} (kh, kw, Cin, Cout) '
+      'do not match.'
+    )
+  strides = tuple(int(s) for s in strides)
+  kh, kw, cin, cout = kernel.shape
+  pads = _padding_pairs(padding, (kh, kw), strides, x.shape[1:3])
+  if lowering == 'auto':
+    lowering = choose_lowering(x.shape, kernel.shape, strides, pads)
+  if lowering == 'xla':
+    return lax.conv_general_dilated(
+      x, kernel, strides, pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision
+    )
+  out_h = _output_size(x.shape[1], kh, strides[0], pads[0])
+  out_w = _output_size(x.shape[2], kw, strides[1], pads[1])
+  x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  if lowering == 'im2col':
+    patches = jnp.concatenate(
+      [_strided_window(x, i, j, strides, out_h, out_w) for i in range(kh) for j in range(kw)],
+      axis=-1,
+    )
+    return jnp.einsum(
+      'bhwk,ko->bhwo', patches, kernel.reshape(kh * kw * cin, cout), precision=precision
+    )
+  # kn2row: every input pixel times every tap, then each output sums its taps' shifted slices.
+  taps = kernel.reshape(kh * kw, cin, cout).transpose(1, 0, 2)
+  products = jnp.einsum('bhwc,cto->bhwto', x, taps, precision=precision)
+  y = None
+  for t in range(kh * kw):
+    i, j = divmod(t, kw)
+    term = _strided_window(products[:, :, :, t, :], i, j, strides, out_h, out_w)
+    y = term if y is None else y + term
+  return y
+
+
+class Conv(nn.Module):
+  """`flax.linen.Conv` for 2-D NHWC inputs, computed by `conv2d` with a chosen lowering.
+
+  Same fields (those this project uses), parameter names, shapes and initialisers as the Flax
+  layer, so checkpoints are interchangeable; `lowering` only changes how the sum is computed.
+  """
+
+  features: int
+  kernel_size: Sequence[int]
+  strides: Sequence[int] = (1, 1)
+  padding: str | int | Sequence[tuple[int, int]] = 'SAME'
+  use_bias: bool = True
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+  dtype: jnp.dtype | None = None
+  param_dtype: jnp.dtype = jnp.float32
+  precision: str | lax.Precision | None = None
+  lowering: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if x.ndim != 4:
+      raise ValueError(f'Conv expects (B, H, W, C) inputs; got shape {x.shape}.')
+    kernel_shape = (*self.kernel_size, x.shape[-1], self.features)
+    kernel = self.param('kernel', self.kernel_init, kernel_shape, self.param_dtype)
+    bias = (
+      self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+      if self.use_bias
+      else None
+    )
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = conv2d(x, kernel, self.strides, self.padding, self.lowering, self.precision)
+    if bias is not None:
+      y = y + bias
+    return y
