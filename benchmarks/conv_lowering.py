@@ -70,6 +70,10 @@ def main():
   parser.add_argument('--width', type=int, default=256)
   parser.add_argument('--batch', type=int, default=1)
   parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument(
+    '--forward', action='store_true', help='time the forward pass only (inference, frozen nets)'
+  )
+  parser.add_argument('--only', default='', help='layers whose name starts with this')
   args = parser.parse_args()
   lowerings = ('xla', 'im2col', 'kn2row')
   print(
@@ -80,6 +84,8 @@ def main():
   print('|---|---|---|---|---|' + '---|' * (len(lowerings) + 2))
   totals = dict.fromkeys((*lowerings, 'auto'), 0.0)
   for name, h, w, cin, cout, k, s, pads in network_layers(args.height, args.width):
+    if not name.startswith(args.only):
+      continue
     keys = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(keys[0], (args.batch, h, w, cin))
     kernel = 0.02 * jax.random.normal(keys[1], (k, k, cin, cout))
@@ -93,14 +99,17 @@ def main():
       def loss(x, kernel, low=lowering, s=s, pads=pads, weights=weights):
         return jnp.sum(conv_lib.conv2d(x, kernel, (s, s), pads, low) * weights)
 
-      fn = jax.grad(loss, (0, 1))
+      def forward(x, kernel, low=lowering, s=s, pads=pads):
+        return conv_lib.conv2d(x, kernel, (s, s), pads, low)
+
+      fn = forward if args.forward else jax.grad(loss, (0, 1))
       row[lowering] = time_fn(fn, x, kernel, repeats=args.repeats)
       grads[lowering] = jax.jit(fn)(x, kernel)
     auto = conv_lib.choose_lowering(x.shape, kernel.shape, (s, s), pads, 'cpu')
     err = max(
       float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
       for low in grads
-      for a, b in zip(grads[low], grads['xla'], strict=True)
+      for a, b in zip(*(jax.tree.leaves(grads[n]) for n in (low, 'xla')), strict=True)
     )
     for low in lowerings:
       totals[low] += row.get(low, np.nan)

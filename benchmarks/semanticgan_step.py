@@ -178,7 +178,7 @@ def jax_worker(row: dict) -> None:
 
 
 def ceiling_worker() -> None:
-  """XLA's and NumPy's float32 matmul speed on this machine: the ceiling GFLOP/s are read against."""
+  """XLA's and NumPy's float32 matmul speed here: the ceiling that GFLOP/s are read against."""
   import jax
   import jax.numpy as jnp
   import numpy as np

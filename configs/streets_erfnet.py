@@ -35,6 +35,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # semgan_jax.weights.erfnet loads and SIPL reads.
   config.model.num_classes = 20
   config.model.dtype = 'float32'
+  config.model.remat = False  # Recompute the residual blocks in the backward pass (less memory).
 
   # erfnet_pytorch's optimizer: Adam(5e-4, (0.9, 0.999), eps 1e-8) with weight decay 1e-4 added
   # to the gradient (torch's coupled L2), lr decayed to 0 as (1 - step / num_steps)^0.9.

@@ -404,3 +404,30 @@ def test_missing_weights_and_cli(state_dict, tmp_path, monkeypatch, capsys):
     erfnet.main(['--src', str(tmp_path / 'missing.pth')])
   assert exit_info.value.code == 1
   assert 'error: no PyTorch archive at' in capsys.readouterr().err
+
+
+def test_remat_recomputes_the_same_gradients(images):
+  """ERFNet(remat=True): the same parameter tree and, in both modes, the same gradients."""
+  x = jnp.asarray(images[:1, :32, :64])
+  plain, remat = ERFNet(num_classes=4), ERFNet(num_classes=4, remat=True)
+  variables = plain.init(jax.random.key(0), x)
+  assert jax.tree.structure(variables) == jax.tree.structure(remat.init(jax.random.key(0), x))
+
+  def loss(module, train):
+    def fn(params):
+      logits, _ = module.apply(
+        {**variables, 'params': params},
+        x,
+        train=train,
+        rngs={'dropout': jax.random.key(1)},
+        mutable=['batch_stats'],
+      )
+      return jnp.sum(logits**2)
+
+    return jax.jit(jax.grad(fn))
+
+  for train in (False, True):
+    want = loss(plain, train)(variables['params'])
+    got = loss(remat, train)(variables['params'])
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(jnp.max(jnp.abs(b))))

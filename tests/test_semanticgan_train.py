@@ -171,6 +171,38 @@ def test_one_pass_step_equals_the_plain_formulation(streets_config):
       assert float(jnp.max(jnp.abs(a - b))) <= 2e-4 * scale, jax.tree_util.keystr(path)
 
 
+def test_bfloat16_and_remat_stay_close_to_float32(streets_config):
+  """model.dtype=bfloat16 keeps float32 parameters and losses near float32's; remat is exact."""
+  from semgan_jax.models.vgg import VGG19Features
+  from semgan_jax.train import semanticgan_step
+
+  vgg = VGG19Features().init(jax.random.key(3), jnp.zeros((1, 32, 64, 3)))['params']
+  batch = _batch(streets_config)
+  results = {}
+  for name, fields in {
+    'float32': {},
+    'bfloat16': {'dtype': 'bfloat16'},
+    'remat': {'remat': True},
+  }.items():
+    config = streets_config.copy_and_resolve_references()
+    config.model.update(fields)
+    state = create_semanticgan_state(config, jax.random.key(0), {'vgg': vgg})
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.g_params))
+    gradients = semanticgan_step.make_semanticgan_gradients(
+      num_classes=config.data.num_classes, lambda_vgg=10.0, vgg=semanticgan_step.build_vgg(config)
+    )
+    g_grads, d_grads, metrics = jax.jit(gradients)(state, batch)
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves((g_grads, d_grads)))
+    results[name] = (g_grads, metrics)
+  f32, bf16, remat = (results[k][1] for k in ('float32', 'bfloat16', 'remat'))
+  for key in ('train/g_loss', 'train/d_loss', 'train/g_vgg', 'train/g_feat'):
+    assert f32[key].dtype == bf16[key].dtype == jnp.float32
+    np.testing.assert_allclose(float(bf16[key]), float(f32[key]), rtol=0.05)
+    np.testing.assert_allclose(float(remat[key]), float(f32[key]), rtol=1e-5)
+  for a, b in zip(*(jax.tree.leaves(results[k][0]) for k in ('remat', 'float32')), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(jnp.max(jnp.abs(b))))
+
+
 def test_perceptual_loss_without_weights_is_a_clear_error(streets_config, tmp_path):
   config = streets_config.copy_and_resolve_references()
   config.loss.lambda_vgg = 10.0

@@ -14,6 +14,7 @@ import pytest
 from semgan_jax import data, parallel
 from semgan_jax.train import checkpointing, loop
 from semgan_jax.train.semgan_step import generate, make_train_step, sample_latents
+from semgan_jax.train.state import create_train_state
 
 SPEC = data.get_dataset_spec('colored_shapes')
 GLOBAL_BATCH = 8
@@ -557,3 +558,21 @@ def test_sample_without_checkpoint_writes_nothing(tiny_config, tmp_path):
   with pytest.raises(loop.UserInputError, match='train first'):
     loop.sample(tiny_config, str(workdir), num_samples=2)
   assert not workdir.exists()
+
+
+def test_remat_generator_gives_the_same_step(tiny_config, labels):
+  """model.remat recomputes G's activations in the backward pass: same parameters, same step."""
+  config = tiny_config.copy_and_resolve_references()
+  config.model.remat = True
+  plain = create_train_state(tiny_config, jax.random.key(0))
+  remat = create_train_state(config, jax.random.key(0))
+  assert jax.tree.structure(plain.g_params) == jax.tree.structure(remat.g_params)
+  step = make_train_step(palette=SPEC.palette, generator_loss=tiny_config.loss.generator)
+  batch = {'label': labels[0]}
+  (new_plain, m_plain), (new_remat, m_remat) = (
+    jax.jit(step)(state, batch, _rng(0)) for state in (plain, remat)
+  )
+  for key in ('train/g_loss', 'train/d_loss'):
+    np.testing.assert_allclose(float(m_remat[key]), float(m_plain[key]), rtol=1e-5)
+  for a, b in zip(*map(jax.tree.leaves, (new_remat.g_params, new_plain.g_params)), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -148,6 +148,11 @@ class UpsamplerBlock(nn.Module):
     return nn.relu(norm(x))
 
 
+def _residual_block(remat: bool):
+  """NonBottleneck1D, rematerialised when asked (`train`, its third argument, is static)."""
+  return nn.remat(NonBottleneck1D, static_argnums=(2,)) if remat else NonBottleneck1D
+
+
 class Encoder(nn.Module):
   """ERFNet's encoder: (B, H, W, 3) → (B, H/8, W/8, 128) features.
 
@@ -157,20 +162,23 @@ class Encoder(nn.Module):
   Attributes:
     dtype: computation dtype.
     param_dtype: parameter dtype.
+    remat: rematerialise the residual blocks in the backward pass.
   """
 
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     fields = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = DownsamplerBlock(16, name='initial_block', **fields)(x, train)
+    block = _residual_block(self.remat)
     layers = [
       functools.partial(DownsamplerBlock, 64),
-      *[functools.partial(NonBottleneck1D, 0.03, 1)] * 5,
+      *[functools.partial(block, 0.03, 1)] * 5,
       functools.partial(DownsamplerBlock, 128),
-      *[functools.partial(NonBottleneck1D, 0.3, d) for d in (2, 4, 8, 16)] * 2,
+      *[functools.partial(block, 0.3, d) for d in (2, 4, 8, 16)] * 2,
     ]
     for i, layer in enumerate(layers):
       x = layer(name=f'layers_{i}', **fields)(x, train)
@@ -184,20 +192,23 @@ class Decoder(nn.Module):
     num_classes: output channels.
     dtype: computation dtype.
     param_dtype: parameter dtype.
+    remat: rematerialise the residual blocks in the backward pass.
   """
 
   num_classes: int
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     fields = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    block = _residual_block(self.remat)
     layers = [
       functools.partial(UpsamplerBlock, 64),
-      *[functools.partial(NonBottleneck1D, 0.0, 1)] * 2,
+      *[functools.partial(block, 0.0, 1)] * 2,
       functools.partial(UpsamplerBlock, 16),
-      *[functools.partial(NonBottleneck1D, 0.0, 1)] * 2,
+      *[functools.partial(block, 0.0, 1)] * 2,
     ]
     for i, layer in enumerate(layers):
       x = layer(name=f'layers_{i}', **fields)(x, train)
@@ -224,11 +235,14 @@ class ERFNet(nn.Module):
       for the published model.
     dtype: computation dtype; the logits are float32.
     param_dtype: parameter dtype.
+    remat: rematerialise the 15 residual (non-bottleneck-1D) blocks in the backward pass: their
+      activations are recomputed instead of kept, for less memory in training.
   """
 
   num_classes: int = NUM_CLASSES
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -254,7 +268,7 @@ class ERFNet(nn.Module):
         f'ERFNet input is {height}x{width}; height and width must be divisible by '
         f'{SIZE_DIVISOR} (three downsamplings that concatenate a convolution and a max pool).'
       )
-    fields = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    fields = dict(dtype=self.dtype, param_dtype=self.param_dtype, remat=self.remat)
     x = Encoder(name='encoder', **fields)(images.astype(self.dtype), train)
     x = Decoder(self.num_classes, name='decoder', **fields)(x, train)
     return x.astype(jnp.float32)

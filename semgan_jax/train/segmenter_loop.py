@@ -82,7 +82,11 @@ def build_optimizer(optim: ml_collections.ConfigDict, num_steps: int):
 
 def create_segmenter_state(config: ml_collections.ConfigDict, rng: jax.Array) -> SegmenterState:
   """A step-0 state: ERFNet initialised for `config.data`'s size, its optimizer, the train key."""
-  model = erfnet.ERFNet(num_classes=config.model.num_classes, dtype=jnp.dtype(config.model.dtype))
+  model = erfnet.ERFNet(
+    num_classes=config.model.num_classes,
+    dtype=jnp.dtype(config.model.dtype),
+    remat=config.model.remat,
+  )
   init_key, train_key = jax.random.split(rng)
   images = jnp.zeros((1, config.data.height, config.data.width, 3), jnp.float32)
   variables = model.init(init_key, images)
@@ -174,6 +178,10 @@ def validate_segmenter_config(config: ml_collections.ConfigDict) -> data_lib.Dat
   expect(
     config.model.dtype in ('float32', 'bfloat16', 'float16'),
     f"config.model.dtype={config.model.dtype!r}; expected 'float32', 'bfloat16' or 'float16'.",
+  )
+  expect(
+    isinstance(config.model.remat, bool),
+    f'config.model.remat={config.model.remat!r}; expected True or False.',
   )
   expect(d.batch_size > 0, f'config.data.batch_size={d.batch_size}; expected > 0.')
   expect(t.num_steps >= 0, f'config.train.num_steps={t.num_steps}; expected >= 0.')

@@ -104,7 +104,10 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Modul
   """Maps `config.model` / `config.data` to plain module fields (modules never see the config)."""
   m, d = config.model, config.data
   dtype = jnp.dtype(m.dtype)
-  generator = LatentToLabelGenerator(
+  # remat: G's activations are recomputed in the backward pass instead of kept (the parameter
+  # tree is the same; `train`, the second call argument, is static).
+  generator_cls = nn.remat(LatentToLabelGenerator, static_argnums=(2,)) if m.remat else None
+  generator = (generator_cls or LatentToLabelGenerator)(
     num_classes=d.num_classes,
     image_size=d.image_size,
     base_features=m.g_base_features,
