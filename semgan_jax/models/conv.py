@@ -34,7 +34,8 @@ LOWERINGS = ('auto', 'xla', 'im2col', 'kn2row')
 # CPU rule thresholds (see `choose_lowering`).
 _SMALL_OUTPUT_PIXELS = 1024  # output pixels (batch included) up to which im2col wins
 _KN2ROW_MAX_TAPS = 9  # kn2row's sum of shifted slices costs taps × the product: few taps only
-_NARROW_OUTPUT = 8  # output channels up to which kn2row wins at any tap count
+_NARROW_OUTPUT = 8  # output channels up to which kn2row wins at any tap count (large maps)
+_LARGE_MAP = 16384  # output pixels an image from which narrow outputs use kn2row
 # kn2row's (pixels, taps, Cout) product is read and written once per tap: past ~100 MB memory
 # traffic makes it slower than XLA's convolution (VGG's first block: faster at 256×128, 4× slower
 # at 512×256).
@@ -63,13 +64,20 @@ def choose_lowering(
 ) -> str:
   """The lowering 'auto' resolves to for an NHWC input and HWIO kernel on `backend`.
 
-  On CPU, in this order: kn2row for narrow outputs (≤ 8 channels: heads, logit maps); im2col
-  when the output map, batch included, has at most 1024 pixels (small maps with many channels,
-  where XLA's convolution and above all its stride-1 kernel gradient are slow); kn2row for other
-  stride-1 convolutions of at most 3×3 taps; im2col for stride-1 convolutions with larger kernels
-  and at least 64 input channels (XLA differentiates the PatchGAN's 4×4 stride-1 layer 50-100×
-  slower than this); XLA's own convolution otherwise (strided layers, the 7×7 stem). kn2row is
-  only chosen while its product stays under 128 MiB. Elsewhere (GPU, TPU): XLA's.
+  On CPU, in this order (each rule from a measured case, `benchmarks/conv_lowering.py`):
+    1. im2col when the kernel is larger than the output map (SemGAN's 11×11 kernels on 8×8 and
+       4×4 maps: XLA takes seconds where the matrix product takes 0.1 s);
+    2. kn2row for narrow outputs (≤ 8 channels) on large maps (≥ 16384 output pixels an image:
+       an RGB head at 256×128 is 8× faster; on small maps XLA's is faster);
+    3. im2col when the output, batch included, has at most 1024 pixels (small maps with many
+       channels, where XLA's convolution and above all its kernel gradient are slow);
+    4. kn2row for other stride-1 convolutions of at most 3×3 taps;
+    5. im2col for stride-1 convolutions whose output is larger than their input, with at least
+       64 input channels (the PatchGAN's 4×4 layer with padding 2: XLA's kernel gradient is
+       50-100× slower than the matrix product);
+    6. XLA's own convolution otherwise (strided layers, the 7×7 stem, large maps).
+  kn2row is only chosen while its (pixels, taps, Cout) product stays under 128 MiB. On every
+  other backend (GPU, TPU): XLA's own.
   """
   backend = backend or jax.default_backend()
   if backend != 'cpu':
@@ -82,13 +90,15 @@ def choose_lowering(
   padded_pixels = batch * (in_h + sum(padding_pairs[0])) * (in_w + sum(padding_pairs[1]))
   kn2row_fits = 4 * padded_pixels * taps * cout <= _KN2ROW_MAX_BYTES
   stride_1 = tuple(strides) == (1, 1)
-  if cout <= _NARROW_OUTPUT and kn2row_fits:
+  if kh > out_h or kw > out_w:
+    return 'im2col'
+  if stride_1 and cout <= _NARROW_OUTPUT and out_h * out_w >= _LARGE_MAP and kn2row_fits:
     return 'kn2row'
   if batch * out_h * out_w <= _SMALL_OUTPUT_PIXELS:
     return 'im2col'
   if stride_1 and taps <= _KN2ROW_MAX_TAPS and kn2row_fits:
     return 'kn2row'
-  if stride_1 and taps > _KN2ROW_MAX_TAPS and cin >= 64:
+  if stride_1 and (out_h > in_h or out_w > in_w) and cin >= 64:
     return 'im2col'
   return 'xla'
 
