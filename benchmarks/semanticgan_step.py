@@ -93,7 +93,7 @@ def jax_worker(row: dict) -> None:
 
     config = shapes.get_config('tiny' if row['tiny'] else '')
     size, batch_size = config.data.image_size, config.data.batch_size
-    state = create_train_state(config, jax.random.key(0))
+    state = jax.jit(lambda key: create_train_state(config, key))(jax.random.key(0))
     labels = rng.integers(0, config.data.num_classes, (batch_size, size, size)).astype(np.int32)
     batch = {'label': jnp.asarray(labels)}
     step = make_train_step(
@@ -118,8 +118,13 @@ def jax_worker(row: dict) -> None:
       section, field = key.split('.')
       config[section][field] = value
     h, w = config.data.height, config.data.width
-    vgg = VGG19Features().init(jax.random.key(2), jnp.zeros((1, h, w, 3)))['params']
-    state = semanticgan_step.create_semanticgan_state(config, jax.random.key(0), {'vgg': vgg})
+    # Built under jit, as the training loop builds it (eager init keeps transient copies).
+    vgg = jax.jit(lambda key: VGG19Features().init(key, jnp.zeros((1, 32, 32, 3)))['params'])(
+      jax.random.key(2)
+    )
+    state = jax.jit(
+      lambda key, frozen: semanticgan_step.create_semanticgan_state(config, key, frozen)
+    )(jax.random.key(0), {'vgg': vgg})
     blocks = rng.integers(0, config.data.num_classes, (1, h // 8, w // 8)).astype(np.int32)
     labels = blocks.repeat(8, axis=1).repeat(8, axis=2)
     batch = {
@@ -144,6 +149,7 @@ def jax_worker(row: dict) -> None:
   compiled = jitted.lower(state, batch, key).compile()
   compile_s = time.perf_counter() - start
   step_flops = _flops(compiled)
+  memory = compiled.memory_analysis()
   forward = jax.jit(forward_fn)
   forward_compiled = forward.lower(g_params).compile()
   holder = {'state': state}
@@ -160,6 +166,8 @@ def jax_worker(row: dict) -> None:
       'compile_s': compile_s,
       'step_gflop': step_flops / 1e9,
       'forward_gflop': _flops(forward_compiled) / 1e9,
+      'step_temp_mb': memory.temp_size_in_bytes / 2**20,
+      'state_mb': memory.argument_size_in_bytes / 2**20,
       'images_per_step': images_per_step,
       'g_params': sum(p.size for p in jax.tree.leaves(g_params)),
       'jax': jax.__version__,
