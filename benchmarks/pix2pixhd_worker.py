@@ -47,12 +47,13 @@ def _random_vgg19():
   return types.SimpleNamespace(features=nn.Sequential(*layers))
 
 
-def install_shims() -> str:
-  """Points pix2pixHD's CUDA calls at the CPU; returns which VGG19 weights it will get."""
-  torch.Tensor.cuda = lambda self, *args, **kwargs: self
-  nn.Module.cuda = lambda self, *args, **kwargs: self
-  torch.cuda.FloatTensor = lambda *args: torch.FloatTensor(*args)
-  torch.cuda.ByteTensor = lambda *args: torch.ByteTensor(*args)
+def install_shims(gpu: bool) -> str:
+  """Points pix2pixHD's CUDA calls at the CPU (unless `gpu`); returns its VGG19 weights."""
+  if not gpu:
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    nn.Module.cuda = lambda self, *args, **kwargs: self
+    torch.cuda.FloatTensor = lambda *args: torch.FloatTensor(*args)
+    torch.cuda.ByteTensor = lambda *args: torch.ByteTensor(*args)
   try:
     from torchvision.models import VGG19_Weights
 
@@ -69,13 +70,13 @@ def install_shims() -> str:
   return 'random (torchvision or its weights not found)'
 
 
-def build(checkout: str, height: int, width: int, tiny: bool):
+def build(checkout: str, height: int, width: int, tiny: bool, gpu: bool):
   """pix2pixHD's model and optimizers, parsed from its own options as `train.py` would."""
   sys.path.insert(0, checkout)
   from models.models import create_model
   from options.train_options import TrainOptions
 
-  argv = ['train.py', '--gpu_ids', '-1', '--name', 'semgan_jax_benchmark']
+  argv = ['train.py', '--gpu_ids', '0' if gpu else '-1', '--name', 'semgan_jax_benchmark']
   argv += ['--checkpoints_dir', tempfile.mkdtemp(prefix='pix2pixhd_bench_')]
   argv += ['--loadSize', str(width), '--fineSize', str(height)]
   if tiny:
@@ -98,11 +99,16 @@ def main():
   parser.add_argument('--width', type=int, required=True)
   parser.add_argument('--threads', type=int, default=os.cpu_count())
   parser.add_argument('--tiny', action='store_true', help='the tiny test network')
+  parser.add_argument('--gpu', action='store_true', help="pix2pixHD's --gpu_ids 0 (CUDA torch)")
   args = parser.parse_args()
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
-  vgg_weights = install_shims()
-  opt, model = build(args.checkout, args.height, args.width, args.tiny)
+  vgg_weights = install_shims(args.gpu)
+  opt, wrapped = build(args.checkout, args.height, args.width, args.tiny, args.gpu)
+  # With GPU ids pix2pixHD wraps the model in DataParallel, as its train.py then expects.
+  model = wrapped.module if hasattr(wrapped, 'module') else wrapped
+  device = 'cuda' if args.gpu else 'cpu'
+  sync = torch.cuda.synchronize if args.gpu else (lambda: None)
 
   generator = torch.Generator().manual_seed(0)
   size = (1, 1, args.height, args.width)
@@ -113,9 +119,10 @@ def main():
   inst = label * 1000 + (torch.arange(args.width) // 16).float().view(1, 1, 1, -1).expand(size)
   image = torch.rand((1, 3, args.height, args.width), generator=generator) * 2 - 1
   feat = torch.zeros(1)  # pix2pixHD's data loader passes 0 when no features are encoded
+  label, inst, image = (t.to(device) for t in (label, inst, image))
 
   def iteration():
-    losses, _ = model(label, inst, image, feat, infer=False)
+    losses, _ = wrapped(label, inst, image, feat, infer=False)
     losses = [torch.mean(x) if not isinstance(x, int) else x for x in losses]
     loss = dict(zip(model.loss_names, losses, strict=True))
     loss_d = (loss['D_fake'] + loss['D_real']) * 0.5
@@ -126,6 +133,7 @@ def main():
     model.optimizer_D.zero_grad()
     loss_d.backward()
     model.optimizer_D.step()
+    sync()
     return float(loss_g), float(loss_d)
 
   g_input = model.encode_input(label, inst)[0]
@@ -133,6 +141,7 @@ def main():
   def forward():
     with torch.no_grad():
       model.netG(g_input)
+    sync()
 
   start = time.perf_counter()
   iteration()  # first iteration: allocations and thread pools warm up
@@ -159,7 +168,13 @@ def main():
       fn()
       times.append(time.perf_counter() - start)
     emit({'times': times})
-  emit({'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+  peak_device = torch.cuda.max_memory_allocated() / 2**20 if args.gpu else None
+  emit(
+    {
+      'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      'peak_device_mb': peak_device,
+    }
+  )
 
 
 if __name__ == '__main__':

@@ -182,7 +182,13 @@ def jax_worker(row: dict) -> None:
       emit({'times': _time(run_step, int(count))})
     else:
       emit({'times': _time(lambda: forward_compiled(holder['state'].g_params), int(count))})
-  emit({'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+  stats = jax.devices()[0].memory_stats() or {}  # None on CPU; GPU/TPU allocators report it
+  emit(
+    {
+      'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      'peak_device_mb': stats.get('peak_bytes_in_use', 0) / 2**20 or None,
+    }
+  )
 
 
 def ceiling_worker() -> None:
@@ -237,10 +243,10 @@ class Worker:
     self.proc.stdin.flush()
     return self.read()
 
-  def close(self) -> float:
-    peak = self.ask('quit')['peak_rss_mb']
+  def close(self) -> dict:
+    peaks = self.ask('quit')
     self.proc.wait()
-    return peak
+    return peaks
 
 
 def _stats(times: list[float]) -> dict:
@@ -276,7 +282,8 @@ def run_row(row: dict, args, checkout: str | None) -> dict:
   if checkout and row['kind'] == 'semanticgan' and row['network'] == 'pix2pixhd':
     argv = [os.path.expanduser(args.torch_python), str(ROOT / 'benchmarks' / 'pix2pixhd_worker.py')]
     argv += ['--checkout', checkout, '--height', str(row['height']), '--width', str(row['width'])]
-    theirs = Worker(argv + (['--tiny'] if row['tiny'] else []), 'pix2pixHD')
+    argv += ['--tiny'] if row['tiny'] else []
+    theirs = Worker(argv + (['--gpu'] if args.pix2pixhd_gpu else []), 'pix2pixHD')
   times = {'step': [], 'forward': [], 'p2p_step': [], 'p2p_forward': []}
   for _ in range(args.rounds):  # alternate, so that both sides see the same machine
     times['step'] += ours.ask(f'step {args.steps}')['times']
@@ -286,13 +293,15 @@ def run_row(row: dict, args, checkout: str | None) -> dict:
     times['forward'] += ours.ask(f'forward {args.steps}')['times']
     if theirs:
       times['p2p_forward'] += theirs.ask(f'forward {args.steps}')['times']
-  result = dict(row, **ours.info, peak_rss_mb=ours.close())
+  result = dict(row, **ours.info, **ours.close())
   result['step_s'], result['forward_s'] = _stats(times['step']), _stats(times['forward'])
   result['images_per_s'] = result['images_per_step'] / result['step_s']['median']
   result['step_gflops'] = result['step_gflop'] / result['step_s']['median']
   result['step_over_forward'] = result['step_s']['median'] / result['forward_s']['median']
+  if args.peak_tflops:
+    result['mfu'] = result['step_gflops'] / (1e3 * args.peak_tflops)
   if theirs:
-    p2p = dict(theirs.info, peak_rss_mb=theirs.close())
+    p2p = dict(theirs.info, **theirs.close())
     p2p['step_s'], p2p['forward_s'] = _stats(times['p2p_step']), _stats(times['p2p_forward'])
     p2p['step_over_forward'] = p2p['step_s']['median'] / p2p['forward_s']['median']
     result['pix2pixhd'] = p2p
@@ -318,6 +327,7 @@ def print_table(results: list[dict], ceiling: dict) -> None:
   print('|' + '---|' * 16)
   for r in results:
     name = 'semgan (shapes)' if r['kind'] == 'semgan' else r['network']
+    name += ''.join(f' {k}={v}' for k, v in r.get('overrides', {}).items())
     size = f'{r["width"]}×{r["height"]}' if r['kind'] == 'semanticgan' else '64×64, batch 32'
     pct = 100 * r['step_gflops'] / ceiling['xla_gflops']
     cells = [
@@ -332,6 +342,10 @@ def print_table(results: list[dict], ceiling: dict) -> None:
       f'{r["step_gflops"]:.0f} ({pct:.0f}%)',
       f'{r["peak_rss_mb"]:.0f}',
     ]
+    if 'mfu' in r:
+      cells[8] += f', MFU {100 * r["mfu"]:.0f}%'
+    if r.get('peak_device_mb'):
+      cells[9] += f' (device {r["peak_device_mb"]:.0f})'
     p2p = r.get('pix2pixhd')
     if p2p:
       cells += [
@@ -356,8 +370,17 @@ def main():
   parser.add_argument('--steps', type=int, default=1, help='steps (and forwards) per round')
   parser.add_argument('--pix2pixhd', default='', help='a NVIDIA/pix2pixHD checkout to time too')
   parser.add_argument('--torch-python', default='python3', help='a Python with PyTorch')
+  parser.add_argument(
+    '--pix2pixhd-gpu', action='store_true', help='run pix2pixHD on CUDA (its --gpu_ids 0)'
+  )
   parser.add_argument('--json', default='runs/benchmarks/semanticgan_step.json')
   parser.add_argument('--tiny', action='store_true', help='tiny networks (tests, smoke checks)')
+  parser.add_argument(
+    '--peak-tflops',
+    type=float,
+    default=0.0,
+    help='the device peak (e.g. 989 for an H100 SXM dense bf16) to report MFU against',
+  )
   parser.add_argument(
     '--set', action='append', default=[], help='config override, e.g. model.conv_lowering=xla'
   )
