@@ -5,10 +5,11 @@ Usage:
   python benchmarks/conv_lowering.py --width=512 --height=256 --batch=1
 
 Every convolution shape of SemanticGAN's generator (resnet trunk, 4 downsamplings, 64 features),
-its two PatchGAN scales and VGG19 up to relu5_1 is timed as `jax.grad` of a weighted sum with
-respect to input and kernel, in each lowering of `semgan_jax.models.conv.conv2d`, and 'auto'
-names the one `choose_lowering` picks. The largest relative error of the gradients against XLA's
-is printed too. kn2row is skipped where its product would not fit (many taps on a large map).
+its two PatchGAN scales and VGG19 up to relu5_1 is timed as `jax.grad`, with respect to input
+and kernel, of a weighted sum of the squared output (quadratic, so that the forward pass counts
+too), in each lowering of `semgan_jax.models.conv.conv2d`; 'auto' names the one
+`choose_lowering` picks. The largest relative error of the gradients against XLA's is printed
+too. kn2row is skipped where its product would not fit (many taps on a large map).
 """
 
 import argparse
@@ -97,7 +98,9 @@ def main():
         continue
 
       def loss(x, kernel, low=lowering, s=s, pads=pads, weights=weights):
-        return jnp.sum(conv_lib.conv2d(x, kernel, (s, s), pads, low) * weights)
+        # Quadratic, so that the gradient needs the forward pass (a linear loss would let XLA
+        # drop it).
+        return 0.5 * jnp.sum(jnp.square(conv_lib.conv2d(x, kernel, (s, s), pads, low)) * weights)
 
       def forward(x, kernel, low=lowering, s=s, pads=pads):
         return conv_lib.conv2d(x, kernel, (s, s), pads, low)

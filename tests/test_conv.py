@@ -72,8 +72,13 @@ def test_auto_picks_per_shape_on_cpu_and_xla_elsewhere():
     'trunk': (trunk, 'im2col'),
     'patchgan_s1': (patchgan_s1, 'im2col'),
     'head': (head, 'kn2row'),
-    'vgg_small': (vgg_small, 'kn2row'),
-    'vgg_large': (vgg_large, 'xla'),  # the kn2row product would be 1.2 GB
+    'vgg_small': (vgg_small, 'xla'),  # 3×3 taps: kn2row's sum of slices costs more
+    'vgg_large': (vgg_large, 'xla'),
+    'phase_2x2': (((1, 64, 128, 128), (2, 2, 128, 64), (1, 1), [(0, 1), (0, 1)]), 'kn2row'),
+    'semgan_small_map': (
+      ((32, 16, 16, 128), (11, 11, 128, 256), (2, 2), [(5, 5), (5, 5)]),
+      'im2col',
+    ),
     'strided': (strided, 'xla'),
     'stem': (stem, 'xla'),
   }

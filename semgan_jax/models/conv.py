@@ -33,7 +33,7 @@ LOWERINGS = ('auto', 'xla', 'im2col', 'kn2row')
 
 # CPU rule thresholds (see `choose_lowering`).
 _SMALL_OUTPUT_PIXELS = 1024  # output pixels (batch included) up to which im2col wins
-_KN2ROW_MAX_TAPS = 9  # kn2row's sum of shifted slices costs taps × the product: few taps only
+_KN2ROW_MAX_TAPS = 4  # kn2row's sum of shifted slices costs taps × the product: 2×2 at most
 _NARROW_OUTPUT = 8  # output channels up to which kn2row wins at any tap count (large maps)
 _LARGE_MAP = 16384  # output pixels an image from which narrow outputs use kn2row
 # kn2row's (pixels, taps, Cout) product is read and written once per tap: past ~100 MB memory
@@ -71,7 +71,8 @@ def choose_lowering(
        an RGB head at 256×128 is 8× faster; on small maps XLA's is faster);
     3. im2col when the output, batch included, has at most 1024 pixels (small maps with many
        channels, where XLA's convolution and above all its kernel gradient are slow);
-    4. kn2row for other stride-1 convolutions of at most 3×3 taps;
+    4. kn2row for other stride-1 convolutions of at most 2×2 taps (the phases of the
+       transposed convolution; 3×3 layers such as VGG's are faster with XLA's);
     5. im2col for stride-1 convolutions whose output is larger than their input, with at least
        64 input channels (the PatchGAN's 4×4 layer with padding 2: XLA's kernel gradient is
        50-100× slower than the matrix product);
