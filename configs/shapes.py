@@ -33,7 +33,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # Moving average of G's weights, used for samples (0: off, as in the paper; e.g. 0.999).
   config.model.g_ema_decay = 0.0
   config.model.dtype = 'float32'  # Computation dtype ('bfloat16' on TPU); params stay float32.
-  config.model.remat = False  # Recompute G's activations in the backward pass (less memory).
+  config.model.remat = False  # Recompute G's transposed convolutions in the backward pass.
 
   config.loss = ml_collections.ConfigDict()
   config.loss.generator = 'feature_matching'  # The paper's; or 'non_saturating'.

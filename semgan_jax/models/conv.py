@@ -208,11 +208,11 @@ def _sum_tap_windows_bwd(kw, strides, out_size, shape, grad):
 _sum_tap_windows.defvjp(_sum_tap_windows_fwd, _sum_tap_windows_bwd)
 
 
-class Conv(nn.Module):
-  """`flax.linen.Conv` for 2-D NHWC inputs, computed by `conv2d` with a chosen lowering.
+class Conv2DModule(nn.Module):
+  """The parameters and dtype handling of a 2-D NHWC convolution layer, as `flax.linen.Conv`.
 
-  Same fields (those this project uses), parameter names, shapes and initialisers as the Flax
-  layer, so checkpoints are interchangeable; `lowering` only changes how the sum is computed.
+  Subclasses say how the (promoted) input and kernel are convolved (`convolve`); the parameter
+  names, shapes and initialisers are Flax's, so checkpoints do not depend on the computation.
   """
 
   features: int
@@ -224,13 +224,15 @@ class Conv(nn.Module):
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
   dtype: jnp.dtype | None = None
   param_dtype: jnp.dtype = jnp.float32
-  precision: str | lax.Precision | None = None
   lowering: str = 'auto'
+
+  def convolve(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    raise NotImplementedError
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if x.ndim != 4:
-      raise ValueError(f'Conv expects (B, H, W, C) inputs; got shape {x.shape}.')
+      raise ValueError(f'{type(self).__name__} expects (B, H, W, C) inputs; got shape {x.shape}.')
     kernel_shape = (*self.kernel_size, x.shape[-1], self.features)
     kernel = self.param('kernel', self.kernel_init, kernel_shape, self.param_dtype)
     bias = (
@@ -239,7 +241,20 @@ class Conv(nn.Module):
       else None
     )
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = conv2d(x, kernel, self.strides, self.padding, self.lowering, self.precision)
+    y = self.convolve(x, kernel)
     if bias is not None:
       y = y + bias
     return y
+
+
+class Conv(Conv2DModule):
+  """`flax.linen.Conv` for 2-D NHWC inputs, computed by `conv2d` with a chosen lowering.
+
+  Same fields (those this project uses), parameter names, shapes and initialisers as the Flax
+  layer, so checkpoints are interchangeable; `lowering` only changes how the sum is computed.
+  """
+
+  precision: str | lax.Precision | None = None
+
+  def convolve(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return conv2d(x, kernel, self.strides, self.padding, self.lowering, self.precision)

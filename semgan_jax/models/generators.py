@@ -53,6 +53,8 @@ class LatentToLabelGenerator(nn.Module):
     bn_momentum: BatchNorm running-average momentum (used when sampling in eval mode).
     dtype: computation dtype of the body; the head's softmax/tanh is always float32.
     param_dtype: parameter dtype.
+    remat: rematerialise the transposed convolutions in the backward pass (their phase outputs
+      are recomputed instead of kept).
   """
 
   num_classes: int
@@ -64,6 +66,7 @@ class LatentToLabelGenerator(nn.Module):
   bn_momentum: float = 0.9
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  remat: bool = False
 
   @property
   def out_channels(self) -> int:
@@ -78,6 +81,7 @@ class LatentToLabelGenerator(nn.Module):
     norm = dict(momentum=self.bn_momentum, dtype=self.dtype, param_dtype=self.param_dtype)
     conv = dict(kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype)
 
+    up_conv = nn.remat(ConvTranspose) if self.remat else ConvTranspose
     features = self.base_features * 2 ** (n_up - 1)
     x = nn.Dense(self.start_size * self.start_size * features, name='project', **conv)(z)
     x = x.reshape(z.shape[0], self.start_size, self.start_size, features)
@@ -85,7 +89,7 @@ class LatentToLabelGenerator(nn.Module):
     for i in range(n_up - 1):
       features //= 2
       # No bias: the BatchNorm that follows removes any per-channel offset.
-      x = ConvTranspose(
+      x = up_conv(
         features,
         (self.kernel_size,) * 2,
         strides=(2, 2),
@@ -96,7 +100,7 @@ class LatentToLabelGenerator(nn.Module):
       )(x)
       x = nn.relu(batch_norm(train, name=f'up{i}_norm', **norm)(x))
     # The head: the only layer in which SemGAN and the RGB baseline differ.
-    x = ConvTranspose(
+    x = up_conv(
       self.out_channels,
       (self.kernel_size,) * 2,
       strides=(2, 2),

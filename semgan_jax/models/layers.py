@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from semgan_jax.models.conv import conv2d
+from semgan_jax.models.conv import Conv2DModule, conv2d
 
 # DCGAN (Radford et al.) and both papers initialise every weight from N(0, 0.02).
 conv_init = nn.initializers.normal(stddev=0.02)
@@ -177,38 +177,13 @@ def conv_transpose(
   return y.reshape(batch, h * sh, w * sw, channels)
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(Conv2DModule):
   """`flax.linen.ConvTranspose` for 2-D NHWC inputs, computed by `conv_transpose` (phase-split).
 
   Same fields (those used here), parameter names, shapes and results as the Flax layer, so
   checkpoints are interchangeable; only the computation differs, and is several times faster to
-  differentiate on a CPU.
+  differentiate on a CPU. `padding` is 'SAME' or explicit pairs on the dilated input.
   """
 
-  features: int
-  kernel_size: Sequence[int]
-  strides: Sequence[int] = (1, 1)
-  padding: str | Sequence[tuple[int, int]] = 'SAME'
-  use_bias: bool = True
-  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
-  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
-  dtype: jnp.dtype | None = None
-  param_dtype: jnp.dtype = jnp.float32
-  lowering: str = 'auto'
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    if x.ndim != 4:
-      raise ValueError(f'ConvTranspose expects (B, H, W, C) inputs; got shape {x.shape}.')
-    kernel_shape = (*self.kernel_size, x.shape[-1], self.features)
-    kernel = self.param('kernel', self.kernel_init, kernel_shape, self.param_dtype)
-    bias = (
-      self.param('bias', self.bias_init, (self.features,), self.param_dtype)
-      if self.use_bias
-      else None
-    )
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = conv_transpose(x, kernel, self.strides, self.padding, self.lowering)
-    if bias is not None:
-      y = y + bias
-    return y
+  def convolve(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return conv_transpose(x, kernel, self.strides, self.padding, self.lowering)

@@ -104,10 +104,7 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Modul
   """Maps `config.model` / `config.data` to plain module fields (modules never see the config)."""
   m, d = config.model, config.data
   dtype = jnp.dtype(m.dtype)
-  # remat: G's activations are recomputed in the backward pass instead of kept (the parameter
-  # tree is the same; `train`, the second call argument, is static).
-  generator_cls = nn.remat(LatentToLabelGenerator, static_argnums=(2,)) if m.remat else None
-  generator = (generator_cls or LatentToLabelGenerator)(
+  generator = LatentToLabelGenerator(
     num_classes=d.num_classes,
     image_size=d.image_size,
     base_features=m.g_base_features,
@@ -115,6 +112,7 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Modul
     head=m.head,
     bn_momentum=m.bn_momentum,
     dtype=dtype,
+    remat=m.remat,
   )
   discriminator = DCGANDiscriminator(
     image_size=d.image_size,
