@@ -150,7 +150,9 @@ def conv2d(
     )
   out_h = _output_size(x.shape[1], kh, strides[0], pads[0])
   out_w = _output_size(x.shape[2], kw, strides[1], pads[1])
-  x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  # lax.pad, not jnp.pad: negative pads crop (the transposed convolution's phases use them).
+  zero = jnp.zeros((), x.dtype)
+  x = lax.pad(x, zero, ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
   if lowering == 'im2col':
     patches = jnp.concatenate(
       [_strided_window(x, i, j, strides, out_h, out_w) for i in range(kh) for j in range(kw)],
