@@ -54,15 +54,16 @@ def network_layers(height: int, width: int, label_channels: int = 36):
   ]
 
 
-def time_fn(fn, *args, repeats: int) -> float:
+def time_fn(fn, *args, repeats: int) -> tuple[float, object]:
+  """(median milliseconds of `repeats` calls after a warm-up, the output)."""
   fn = jax.jit(fn)
-  jax.block_until_ready(fn(*args))
+  out = jax.block_until_ready(fn(*args))
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - start)
-  return float(np.median(times)) * 1e3
+  return float(np.median(times)) * 1e3, out
 
 
 def main():
@@ -106,8 +107,7 @@ def main():
         return conv_lib.conv2d(x, kernel, (s, s), pads, low)
 
       fn = forward if args.forward else jax.grad(loss, (0, 1))
-      row[lowering] = time_fn(fn, x, kernel, repeats=args.repeats)
-      grads[lowering] = jax.jit(fn)(x, kernel)
+      row[lowering], grads[lowering] = time_fn(fn, x, kernel, repeats=args.repeats)
     auto = conv_lib.choose_lowering(x.shape, kernel.shape, (s, s), pads, 'cpu')
     err = max(
       float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))

@@ -194,7 +194,6 @@ def jax_worker(row: dict) -> None:
 def ceiling_worker() -> None:
   """XLA's and NumPy's float32 matmul speed here: the ceiling that GFLOP/s are read against."""
   import jax
-  import jax.numpy as jnp
   import numpy as np
 
   n = 2048
@@ -210,7 +209,6 @@ def ceiling_worker() -> None:
     numpy_times.append(time.perf_counter() - start)
   flop = 2 * n**3 / 1e9
   emit({'xla_gflops': flop / xla, 'numpy_gflops': flop / min(numpy_times), 'n': n})
-  del jnp
 
 
 # ----------------------------------------------------------------------------- orchestration
@@ -406,7 +404,10 @@ def main():
   overrides = {}
   for item in args.set:
     key, _, value = item.partition('=')
-    overrides[key] = json.loads(value) if value[:1] in '0123456789-[{tf"' else value
+    try:
+      overrides[key] = json.loads(value)
+    except ValueError:
+      overrides[key] = value
   checkout = _check_pix2pixhd(args) if args.pix2pixhd else None
 
   me = [sys.executable, str(pathlib.Path(__file__).resolve())]

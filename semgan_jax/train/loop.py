@@ -97,7 +97,6 @@ def validate_config(config: ml_collections.ConfigDict) -> data_lib.DatasetSpec:
     m.dtype in ('float32', 'bfloat16', 'float16'),
     f"config.model.dtype={m.dtype!r}; expected 'float32', 'bfloat16' or 'float16'.",
   )
-  expect(isinstance(m.remat, bool), f'config.model.remat={m.remat!r}; expected True or False.')
   num_blocks = num_upsamplings(d.image_size, 4)  # Discriminator blocks, down to 4x4.
   expect(
     -num_blocks <= config.loss.fm_layer < num_blocks,

@@ -179,10 +179,6 @@ def validate_segmenter_config(config: ml_collections.ConfigDict) -> data_lib.Dat
     config.model.dtype in ('float32', 'bfloat16', 'float16'),
     f"config.model.dtype={config.model.dtype!r}; expected 'float32', 'bfloat16' or 'float16'.",
   )
-  expect(
-    isinstance(config.model.remat, bool),
-    f'config.model.remat={config.model.remat!r}; expected True or False.',
-  )
   expect(d.batch_size > 0, f'config.data.batch_size={d.batch_size}; expected > 0.')
   expect(t.num_steps >= 0, f'config.train.num_steps={t.num_steps}; expected >= 0.')
   for name in ('log_every_steps', 'ckpt_every_steps'):

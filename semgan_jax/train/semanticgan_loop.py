@@ -97,7 +97,6 @@ def validate_semanticgan_config(config: ml_collections.ConfigDict) -> data_lib.D
     m.dtype in ('float32', 'bfloat16'),
     f"config.model.dtype={m.dtype!r}; expected 'float32' or 'bfloat16'.",
   )
-  expect(isinstance(m.remat, bool), f'config.model.remat={m.remat!r}; expected True or False.')
   factor = 2**m.num_downsamplings
   expect(
     d.height % factor == 0 and d.width % factor == 0,
