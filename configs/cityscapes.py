@@ -86,6 +86,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.optim.b1 = 0.5
   config.optim.b2 = 0.999
   config.optim.eps = 1e-8
+  config.optim.schedule = 'epoch_decay'  # All schedules: semgan_jax/train/optim.py.
   config.optim.epochs_constant = 100
   config.optim.epochs_decay = 100
 

@@ -48,7 +48,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.optim.b1 = 0.5
   config.optim.b2 = 0.999
   config.optim.eps = 1e-8
-  config.optim.schedule = 'constant'  # Or 'linear_decay' (needs the two fields below).
+  # 'constant', or 'linear_decay' (the two fields below); all: semgan_jax/train/optim.py.
+  config.optim.schedule = 'constant'
   config.optim.decay_start_step = 0  # linear_decay: constant lr until this step,
   config.optim.decay_steps = 1  # then linearly to 0 over this many steps.
 

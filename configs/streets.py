@@ -13,7 +13,7 @@ import ml_collections
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   """Returns the experiment config; `variant` is '' or 'tiny'."""
   config = ml_collections.ConfigDict()
-  config.task = 'semanticgan'  # Which model main.py trains: 'semgan' or 'semanticgan'.
+  config.task = 'semanticgan'  # A task of semgan_jax.tasks.TASKS: what main.py trains.
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()
@@ -59,8 +59,11 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.optim.b1 = 0.5
   config.optim.b2 = 0.999
   config.optim.eps = 1e-8
-  config.optim.epochs_constant = 4  # lr constant for E epochs, then linearly to 0 over
-  config.optim.epochs_decay = 4  # E more (the paper: 100 + 100).
+  # pix2pixHD's schedule: lr constant for E epochs, then linearly to 0 over E more (100 + 100);
+  # all schedules: semgan_jax/train/optim.py.
+  config.optim.schedule = 'epoch_decay'
+  config.optim.epochs_constant = 4
+  config.optim.epochs_decay = 4
 
   config.train = ml_collections.ConfigDict()
   config.train.num_steps = 0  # 0: the schedule's length, (E + E) epochs.

@@ -18,7 +18,7 @@ import ml_collections
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   """Returns the experiment config; `variant` is '' or 'tiny'."""
   config = ml_collections.ConfigDict()
-  config.task = 'segmenter'  # Which model main.py trains: 'semgan', 'semanticgan' or 'segmenter'.
+  config.task = 'segmenter'  # A task of semgan_jax.tasks.TASKS: what main.py trains.
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()
@@ -45,8 +45,10 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.optim.b2 = 0.999
   config.optim.eps = 1e-8
   config.optim.weight_decay = 1e-4
+  config.optim.schedule = 'poly'  # All schedules: semgan_jax/train/optim.py.
   config.optim.power = 0.9  # The poly schedule's exponent (1: linear decay to 0).
-  config.optim.decay_steps = 0  # Steps of the decay to 0 (0: train.num_steps).
+  config.optim.decay_start_step = 0
+  config.optim.decay_steps = 0  # Steps of the decay to 0 (0: until train.num_steps).
 
   config.train = ml_collections.ConfigDict()
   # ~1.1 steps/s on 2 CPU cores (XLA optimized): about 9 minutes, ~5 epochs of the 1000 pairs.
@@ -62,6 +64,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # of training (0: only by --mode=eval).
   config.evals = ml_collections.ConfigDict()
   config.evals.miou = ml_collections.ConfigDict()
+  config.evals.miou.type = 'miou'  # Fields and defaults: semgan_jax/evaluation/miou_evaluator.py.
   config.evals.miou.every_steps = 300
   config.evals.miou.split = 'validation'
   config.evals.miou.num_images = 0  # 0: the whole split (100 pairs at 64x128).

@@ -1,16 +1,40 @@
-"""Image utilities shared by training, sampling and evaluation: grids, scaling, PNG files."""
+"""Image utilities shared by training, sampling and evaluation: pixel conversions, grids, PNGs.
+
+The pixel conventions, written once (numpy arrays in and out on the host, jax arrays under jit):
+photos are uint8 [0, 255] on disk, [-1, 1] floats where generators output or discriminators read
+them (`uint8_to_signed`, `signed_to_uint8`), and [0, 1] floats where ERFNet reads them
+(`to_unit`).
+"""
 
 import math
 import os
 
+import jax.numpy as jnp
 import numpy as np
 from etils import epath
 from PIL import Image
 
 
-def rgb_to_uint8(images: np.ndarray) -> np.ndarray:
-  """[-1, 1] float images → uint8 [0, 255]."""
-  return np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+def _xp(images):
+  return np if isinstance(images, np.ndarray) else jnp
+
+
+def uint8_to_signed(images):
+  """uint8 [0, 255] photos → float32 [-1, 1], the generator's output range."""
+  return images.astype(np.float32) / 127.5 - 1.0
+
+
+def signed_to_uint8(images):
+  """[-1, 1] float images → uint8 [0, 255], rounded and clipped."""
+  xp = _xp(images)
+  return xp.clip(xp.round((images.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def to_unit(images):
+  """Photos → float32 [0, 1]: uint8 ones divided by 255, [-1, 1] ones mapped affinely."""
+  if images.dtype == np.uint8:
+    return images.astype(np.float32) / 255.0
+  return (images + 1.0) / 2.0
 
 
 def make_grid(images: np.ndarray, *, columns: int | None = None, pad: int = 2) -> np.ndarray:

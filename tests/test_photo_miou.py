@@ -9,19 +9,21 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from semgan_jax import parallel
+from semgan_jax import segmenter
 from semgan_jax.data import cityscapes
+from semgan_jax.errors import UserInputError
 from semgan_jax.evaluation import evaluator as evaluator_lib
 from semgan_jax.evaluation import photo_evaluator
 from semgan_jax.models import ERFNet, erfnet
-from semgan_jax.train import loop, semanticgan_loop
+from semgan_jax.tasks import TASKS
+from semgan_jax.train import runner
 from semgan_jax.train.semanticgan_step import translate
 from semgan_jax.weights import erfnet as erfnet_weights
 from semgan_jax.weights import npz_io
 
-K = photo_evaluator.NUM_SEGMENTER_CLASSES
+K = segmenter.NUM_SCORED
 # A class that the streets maps never hold and that the segmenter is made never to predict.
-ABSENT = photo_evaluator.SEGMENTER_CLASS_NAMES.index('train')
+ABSENT = segmenter.CLASS_NAMES.index('train')
 
 
 @pytest.fixture(scope='module')
@@ -48,13 +50,13 @@ def miou_config(streets_config, segmenter_npz):
 
 
 @pytest.fixture(scope='module')
-def setup(miou_config):
-  """(spec, split loader, mesh, replicated untrained state) for the evaluators."""
-  spec = semanticgan_loop.validate_semanticgan_config(miou_config)
-  load_split = semanticgan_loop.split_loader(miou_config)
-  mesh = parallel.create_mesh()
-  state = semanticgan_loop._init_state(miou_config, mesh, {}, spec.num_examples)
-  return spec, load_split, mesh, state
+def setup(miou_config, tmp_path_factory):
+  """A training run's parts, as the runner builds them before it writes anything (the untrained
+  state, the evaluators)."""
+  workdir = tmp_path_factory.mktemp('miou') / 'never_written'
+  run = runner.open_run(TASKS['semanticgan'], miou_config, str(workdir), mode='train')
+  assert not workdir.exists()
+  return run
 
 
 def _confusion(train_ids: np.ndarray, predictions: np.ndarray) -> np.ndarray:
@@ -72,8 +74,8 @@ def _ious(confusion: np.ndarray) -> np.ndarray:
 
 
 def test_miou_matches_a_per_image_reference(miou_config, setup, segmenter_npz):
-  spec, load_split, mesh, state = setup
-  evaluator = semanticgan_loop._build_evaluators(miou_config, spec, mesh, load_split)['photos']
+  spec, load_split, state = setup.spec, setup.data.load_split, setup.state
+  evaluator = setup.evaluators['photos']
   result = evaluator.run(state)
   metrics, protocol = result['metrics'], result['protocol']
 
@@ -102,7 +104,7 @@ def test_miou_matches_a_per_image_reference(miou_config, setup, segmenter_npz):
 
   for suffix, confusion in (('', fake_confusion), ('_real', real_confusion)):
     expected = _ious(confusion)
-    per_class = [metrics[f'iou{suffix}/{name}'] for name in photo_evaluator.SEGMENTER_CLASS_NAMES]
+    per_class = [metrics[f'iou{suffix}/{name}'] for name in segmenter.CLASS_NAMES]
     np.testing.assert_allclose(per_class, expected, rtol=1e-12)  # NaN where NaN is expected
     np.testing.assert_allclose(metrics[f'miou{suffix}'], np.nanmean(expected), rtol=1e-12)
     # Only `ABSENT` is in neither the maps nor the predictions: NaN, out of the mean.
@@ -121,22 +123,22 @@ def test_miou_matches_a_per_image_reference(miou_config, setup, segmenter_npz):
 @pytest.mark.parametrize(
   ('change', 'message'),
   [
-    ({'height': 36}, 'ERFNet needs a height and width divisible by 8; streets is 36x64'),
-    ({'num_classes': 19}, 'ERFNet scores Cityscapes training ids, .* streets has 19 classes'),
+    ({'height': 36}, 'ERFNet needs a height and width divisible by 8; the data is 36x64'),
+    ({'num_classes': 19}, 'reads Cityscapes training ids, .* the data has 19 classes'),
   ],
 )
 def test_miou_needs_cityscapes_ids_and_erfnet_sizes(miou_config, setup, change, message):
-  spec = dataclasses.replace(setup[0], **change)
+  spec = dataclasses.replace(setup.spec, **change)
   with pytest.raises(evaluator_lib.EvalConfigError, match=f'config.evals.photos.miou: {message}'):
     photo_evaluator.check_photo_config('photos', miou_config.evals.photos, spec, 20, 8)
 
 
-def test_missing_segmenter_weights_say_how_to_get_them(miou_config, setup, tmp_path):
-  spec, load_split, mesh, _ = setup
+def test_missing_segmenter_weights_say_how_to_get_them(miou_config, tmp_path):
   config = miou_config.copy_and_resolve_references()
   config.evals.photos.segmenter_weights = str(tmp_path / 'missing.npz')
-  with pytest.raises(loop.UserInputError) as error:
-    semanticgan_loop._build_evaluators(config, spec, mesh, load_split)
+  with pytest.raises(UserInputError) as error:
+    runner.train(TASKS['semanticgan'], config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
   message = str(error.value)
   assert message.startswith(
     f'config.evals.photos.segmenter_weights: no ERFNet weights at {tmp_path}'

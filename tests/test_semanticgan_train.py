@@ -1,21 +1,25 @@
-"""SemanticGAN's schedule, pure train step and loop on the procedural streets set (tiny config)."""
+"""SemanticGAN's schedule, pure train step and config checks on the procedural streets set."""
 
 import importlib.util
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 
 from semgan_jax import parallel
-from semgan_jax.train import checkpointing, loop, semanticgan_loop
+from semgan_jax.errors import UserInputError
+from semgan_jax.tasks import TASKS, semanticgan
+from semgan_jax.train import optim, runner
 from semgan_jax.train.semanticgan_step import create_semanticgan_state, make_semanticgan_step
 
+TASK = TASKS['semanticgan']
 
-def test_epoch_schedule_boundaries():
-  schedule = semanticgan_loop.epoch_schedule(2e-4, 10, 3, 2)
+
+def test_epoch_schedule_boundaries(streets_config):
+  config = streets_config.copy_and_resolve_references()
+  config.optim.lr, config.optim.epochs_constant, config.optim.epochs_decay = 2e-4, 3, 2
+  schedule = optim.build_schedule(config.optim, num_steps=50, per_epoch=10)
   values = {step: float(schedule(step)) for step in (0, 29, 30, 35, 40, 45, 50, 60)}
   assert values[0] == values[29] == values[30] == pytest.approx(2e-4)  # epochs 0-2: constant
   assert values[40] == pytest.approx(1e-4)  # halfway through the decay epochs
@@ -27,7 +31,8 @@ def test_total_steps_follow_the_epochs(streets_config):
   config = streets_config.copy_and_resolve_references()
   config.train.num_steps = 0
   config.optim.epochs_constant, config.optim.epochs_decay = 2, 3
-  assert semanticgan_loop.total_steps(config, 100) == 5 * (100 // config.data.batch_size)
+  per_epoch = optim.steps_per_epoch(100, config.data.batch_size)
+  assert optim.resolve_num_steps(config, per_epoch) == 5 * (100 // config.data.batch_size)
 
 
 def _batch(config, seed=0):
@@ -107,12 +112,12 @@ def _plain_step(state, batch, *, num_classes, lambda_feat, lambda_vgg, extra):
   import functools
 
   from semgan_jax import losses
+  from semgan_jax.images import uint8_to_signed
   from semgan_jax.models.inputs import label_to_generator_input
   from semgan_jax.models.vgg import VGG19Features
-  from semgan_jax.train.semanticgan_step import images_to_float
 
   x = label_to_generator_input(batch['label'], batch['instance'], num_classes)
-  real = images_to_float(batch['image'])
+  real = uint8_to_signed(batch['image'])
   vgg_fn = functools.partial(
     VGG19Features(conv_lowering='xla').apply, {'params': state.frozen_params['vgg']}
   )
@@ -207,8 +212,8 @@ def test_perceptual_loss_without_weights_is_a_clear_error(streets_config, tmp_pa
   config = streets_config.copy_and_resolve_references()
   config.loss.lambda_vgg = 10.0
   config.loss.vgg_weights = str(tmp_path / 'vgg19.npz')
-  with pytest.raises(loop.UserInputError, match=r'(?s)lambda_vgg=10.0 .*vgg19.npz.*lambda_vgg=0'):
-    semanticgan_loop.train_semanticgan(config, str(tmp_path / 'run'))
+  with pytest.raises(UserInputError, match=r'(?s)lambda_vgg=10.0 .*vgg19.npz.*lambda_vgg=0'):
+    runner.train(TASK, config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run' / 'checkpoints').exists()
 
 
@@ -218,9 +223,9 @@ def test_sipl_term_segments_the_fake_with_the_frozen_erfnet(streets_config, erfn
 
   config = streets_config.copy_and_resolve_references()
   config.loss.lambda_sipl, config.loss.erfnet_weights = 1.0, str(erfnet_npz)
-  frozen = semanticgan_loop.load_frozen_params(config)
+  frozen = semanticgan.load_frozen_params(config)
   assert set(frozen) == {'erfnet'} and set(frozen['erfnet']) == {'params', 'batch_stats'}
-  extra = semanticgan_loop._extra_g_losses(config)
+  extra = semanticgan.extra_g_losses(config)
   weight, sipl = extra['sipl']
   assert weight == 1.0
 
@@ -266,40 +271,9 @@ def test_bad_configs_are_named(streets_config, tmp_path, field, value, message):
   config = streets_config.copy_and_resolve_references()
   section, name = field.split('.')
   config[section][name] = value
-  with pytest.raises(loop.UserInputError, match=message):
-    semanticgan_loop.train_semanticgan(config, str(tmp_path / 'run'))
+  with pytest.raises(UserInputError, match=message):
+    runner.train(TASK, config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
-
-
-def test_loop_trains_samples_and_resumes_exactly(streets_config, tmp_path):
-  config = streets_config.copy_and_resolve_references()
-  straight = semanticgan_loop.train_semanticgan(config, str(tmp_path / 'a'))
-  half = config.copy_and_resolve_references()
-  half.train.num_steps = 2
-  semanticgan_loop.train_semanticgan(half, str(tmp_path / 'b'))
-  resumed = semanticgan_loop.train_semanticgan(config, str(tmp_path / 'b'))
-  assert int(straight.step) == int(resumed.step) == 4
-  for a, b in zip(*map(jax.tree.leaves, (straight.g_params, resumed.g_params)), strict=True):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  assert (tmp_path / 'a' / 'checkpoints' / '4').is_dir()
-  with Image.open(tmp_path / 'a' / 'samples' / 'step_0000004.png') as grid:
-    # 4 rows of (label | generated | real) tiles of 32x64 with 2-pixel gaps.
-    assert grid.size == (3 * 66 + 2, 4 * 34 + 2)
-  # The photos evaluator ran at the last step (12 validation pairs, a padded batch of 8).
-  results = json.loads((tmp_path / 'a' / 'eval' / 'step_0000004.json').read_text())
-  metrics = results['evaluators']['photos']['metrics']
-  assert metrics['num_images'] == 12
-  assert np.isfinite(metrics['swd_avg']) and 0 < metrics['l1'] < 2
-  again = semanticgan_loop.evaluate_semanticgan(config, str(tmp_path / 'a'), step=4)
-  np.testing.assert_allclose(again['evaluators']['photos']['metrics']['l1'], metrics['l1'])
-  paths = semanticgan_loop.sample_semanticgan(config, str(tmp_path / 'a'), num_samples=2)
-  with Image.open(paths['png']) as grid:
-    assert grid.size == (3 * 66 + 2, 2 * 34 + 2)
-  # A checkpoint of another block type is refused, naming the field.
-  other = config.copy_and_resolve_references()
-  other.model.block = 'resnet'
-  with pytest.raises(checkpointing.CheckpointError, match='model.block'):
-    semanticgan_loop.train_semanticgan(other, str(tmp_path / 'a'))
 
 
 def test_step_on_eight_devices_matches_one(streets_config, init_state):
@@ -355,13 +329,13 @@ def test_cityscapes_without_archives_and_sipl_are_clear_errors(repo_root, tmp_pa
   config.loss.lambda_vgg = 0.0
   config.data.data_dir = str(tmp_path / 'tfds')
   config.data.manual_dir = str(tmp_path / 'manual')
-  with pytest.raises(loop.UserInputError, match='leftImg8bit_trainvaltest.zip'):
-    semanticgan_loop.train_semanticgan(config, str(tmp_path / 'run'))
+  with pytest.raises(UserInputError, match='leftImg8bit_trainvaltest.zip'):
+    runner.train(TASK, config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run' / 'checkpoints').exists()
   with_sipl = _cityscapes_config(repo_root, 'f,small')
   with_sipl.loss.lambda_vgg = 0.0
   with_sipl.loss.erfnet_weights = str(tmp_path / 'erfnet.npz')
   message = r'(?s)lambda_sipl=1.0 asks for SIPL.*erfnet_pretrained.pth.*semgan_jax.weights.erfnet'
-  with pytest.raises(loop.UserInputError, match=message):
-    semanticgan_loop.train_semanticgan(with_sipl, str(tmp_path / 'run_f'))
+  with pytest.raises(UserInputError, match=message):
+    runner.train(TASK, with_sipl, str(tmp_path / 'run_f'))
   assert not (tmp_path / 'run_f' / 'checkpoints').exists()

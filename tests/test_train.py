@@ -1,10 +1,7 @@
-"""Tests of the SemGAN train step, device parallelism, checkpointing and the training loop."""
+"""The SemGAN train step, device parallelism and checkpointing (the runner: test_runner.py)."""
 
 import functools
-import json
 import logging
-import pathlib
-import struct
 
 import chex
 import jax
@@ -12,7 +9,7 @@ import numpy as np
 import pytest
 
 from semgan_jax import data, parallel
-from semgan_jax.train import checkpointing, loop
+from semgan_jax.train import checkpointing, runner
 from semgan_jax.train.semgan_step import generate, make_train_step, sample_latents
 from semgan_jax.train.state import create_train_state
 
@@ -87,7 +84,11 @@ def _assert_params_close(a, b, rtol=1e-5, atol=1e-6):
 def init_state(tiny_config):
   """The tiny config's initial state, built exactly as the loop builds it (on 8 devices)."""
   assert jax.device_count() == 8
-  return loop._init_state(tiny_config, _mesh(8))
+  init = jax.jit(
+    functools.partial(create_train_state, tiny_config),
+    out_shardings=parallel.replicated(_mesh(8)),
+  )
+  return init(runner.rng_streams(tiny_config.seed)['init'])
 
 
 @pytest.fixture(scope='module')
@@ -332,232 +333,11 @@ def test_instance_noise_decays_and_changes_the_d_update(init_state, labels):
   assert not np.isclose(float(with_noise['train/d_loss']), float(without['train/d_loss']))
 
 
-# --- The training loop. ----------------------------------------------------------------------
-
-
-def _read_scalars(workdir) -> dict[int, dict[str, float]]:
-  """Every scalar of every TensorBoard event file in `workdir`, by step (TFRecord framing)."""
-  from tensorboardX.proto import event_pb2
-
-  scalars = {}
-  for path in sorted(pathlib.Path(workdir).glob('events.out.tfevents.*')):
-    raw = path.read_bytes()
-    pos = 0
-    while pos < len(raw):
-      (length,) = struct.unpack('<Q', raw[pos : pos + 8])
-      event = event_pb2.Event.FromString(raw[pos + 12 : pos + 12 + length])
-      pos += 12 + length + 4
-      for value in event.summary.value:
-        if value.HasField('simple_value'):
-          scalars.setdefault(event.step, {})[value.tag] = value.simple_value
-  return scalars
-
-
 def _zip_leaves(a, b):
   la = _leaves(checkpointing.state_to_tree(a))
   lb = _leaves(checkpointing.state_to_tree(b))
   assert la.keys() == lb.keys()
   return [(k, (la[k], lb[k])) for k in la]
-
-
-@pytest.fixture(scope='module')
-def loop_runs(tiny_config, tmp_path_factory):
-  """The tiny run straight through (A), and stopped after step 2 then resumed (B)."""
-  config = tiny_config.copy_and_resolve_references()
-  config.train.log_every_steps = 1
-  assert config.train.num_steps == 4 and config.train.ckpt_every_steps == 2
-  workdir_a = str(tmp_path_factory.mktemp('run_a'))
-  workdir_b = str(tmp_path_factory.mktemp('run_b'))
-
-  state_a = loop.train_and_evaluate(config, workdir_a)
-
-  first_half = config.copy_and_resolve_references()
-  first_half.train.num_steps = 2
-  state_b_half = loop.train_and_evaluate(first_half, workdir_b)
-
-  restored_steps = []
-  restore = checkpointing.Checkpointer.restore
-
-  def spy(self, *args, **kwargs):
-    state = restore(self, *args, **kwargs)
-    restored_steps.append(int(state.step))
-    return state
-
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(checkpointing.Checkpointer, 'restore', spy)
-    state_b = loop.train_and_evaluate(config, workdir_b)
-  return {
-    'config': config,
-    'workdir_a': workdir_a,
-    'workdir_b': workdir_b,
-    'state_a': state_a,
-    'state_b_half': state_b_half,
-    'state_b': state_b,
-    'restored_steps': restored_steps,
-  }
-
-
-def test_loop_writes_outputs(loop_runs):
-  workdir = pathlib.Path(loop_runs['workdir_a'])
-  assert int(loop_runs['state_a'].step) == 4
-  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()) == [
-    '2',
-    '4',
-  ]
-  assert sorted(p.name for p in (workdir / 'samples').iterdir()) == [
-    'step_0000002.png',
-    'step_0000004.png',
-  ]
-  saved = json.loads((workdir / 'config.json').read_text())
-  assert saved['model']['g_base_features'] == loop_runs['config'].model.g_base_features
-  scalars = _read_scalars(workdir)
-  assert sorted(scalars) == [1, 2, 3, 4]
-  assert {'train/g_loss', 'train/d_loss', 'train/steps_per_sec'} <= scalars[4].keys()
-
-
-def test_loop_resume_matches_uninterrupted_run(loop_runs):
-  workdir_a, workdir_b = loop_runs['workdir_a'], loop_runs['workdir_b']
-  assert int(loop_runs['state_b_half'].step) == 2
-  # The second run of B continued from its step-2 checkpoint rather than starting over.
-  assert loop_runs['restored_steps'] == [2]
-  state_a, state_b = loop_runs['state_a'], loop_runs['state_b']
-  assert int(state_a.step) == int(state_b.step) == 4
-  for name, (x, y) in _zip_leaves(state_a, state_b):
-    np.testing.assert_array_equal(x, y, err_msg=name)
-
-  # Steps 3 and 4 saw the same batches and logged the same losses.
-  scalars_a, scalars_b = _read_scalars(workdir_a), _read_scalars(workdir_b)
-  assert sorted(scalars_b) == [1, 2, 3, 4]
-  for step in (3, 4):
-    a = {k: v for k, v in scalars_a[step].items() if k != 'train/steps_per_sec'}
-    b = {k: v for k, v in scalars_b[step].items() if k != 'train/steps_per_sec'}
-    assert a == b, step
-
-  # The input position is saved with the state, and equal in both runs.
-  positions = [
-    json.loads((pathlib.Path(w) / 'checkpoints/4/data/process_0-of-1.json').read_text())
-    for w in (workdir_a, workdir_b)
-  ]
-  assert positions[0] == positions[1]
-  assert json.dumps(positions[0]) != json.dumps(
-    json.loads((pathlib.Path(workdir_a) / 'checkpoints/2/data/process_0-of-1.json').read_text())
-  )
-
-  # The final checkpoints hold the returned states.
-  for workdir, state in ((workdir_a, state_a), (workdir_b, state_b)):
-    ckpt = checkpointing.Checkpointer(workdir)
-    assert ckpt.latest_step() == 4
-    restored = ckpt.restore(_put(state, _mesh(8)))
-    ckpt.close()
-    for name, (x, y) in _zip_leaves(restored, state):
-      np.testing.assert_array_equal(x, y, err_msg=name)
-
-
-def test_loop_refuses_incompatible_checkpoint(loop_runs, file_listing):
-  workdir = loop_runs['workdir_a']
-  config = loop_runs['config'].copy_and_resolve_references()
-  config.model.g_base_features *= 2
-  before = file_listing(workdir)
-  with pytest.raises(checkpointing.CheckpointError, match='model.g_base_features') as info:
-    loop.train_and_evaluate(config, workdir)
-  assert 'incompatible' in str(info.value)
-  assert file_listing(workdir) == before
-
-
-def test_loop_resumes_with_changed_training_fields(loop_runs):
-  """Fields outside the architecture (steps, lr, cadence) may change between runs."""
-  config = loop_runs['config'].copy_and_resolve_references()
-  config.optim.lr = 3e-4
-  config.train.log_every_steps = 2
-  # Already at step 4: nothing to train, but the checkpoint is accepted and restored.
-  state = loop.train_and_evaluate(config, loop_runs['workdir_a'])
-  assert int(state.step) == 4
-
-
-# --- Input validation. -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-  ('field', 'value', 'message'),
-  [
-    ('model.head', 'foo', 'config.model.head'),
-    ('data.num_classes', 5, 'num_classes'),
-    ('data.image_size', 32, 'config.data.image_size'),
-    ('data.name', 'nope', 'nope'),
-    ('loss.generator', 'hinge', 'config.loss.generator'),
-    ('model.kernel_size', 0, 'config.model.kernel_size'),
-    ('train.log_every_steps', 0, 'config.train.log_every_steps'),
-  ],
-)
-def test_validate_config_errors(tiny_config, tmp_path, field, value, message):
-  config = tiny_config.copy_and_resolve_references()
-  section, name = field.split('.')
-  config[section][name] = value
-  with pytest.raises(loop.UserInputError, match=message):
-    loop.validate_config(config)
-  # The loop checks its input before it writes anything.
-  workdir = tmp_path / 'workdir'
-  with pytest.raises(loop.UserInputError, match=message):
-    loop.train_and_evaluate(config, str(workdir))
-  assert not workdir.exists()
-
-
-def test_validate_config_accepts_tiny(tiny_config):
-  assert loop.validate_config(tiny_config) == SPEC
-
-
-def test_unwritable_workdir(tiny_config, tmp_path):
-  blocker = tmp_path / 'a_file'
-  blocker.write_text('not a directory')
-  workdir = str(blocker / 'workdir')
-  with pytest.raises(loop.UserInputError, match='cannot be written') as info:
-    loop.train_and_evaluate(tiny_config, workdir)
-  assert workdir in str(info.value)
-  assert blocker.read_text() == 'not a directory'
-
-
-def test_indivisible_global_batch(tiny_config, tmp_path):
-  config = tiny_config.copy_and_resolve_references()
-  config.data.batch_size = 12  # Not a multiple of the 8 devices.
-  with pytest.raises(loop.UserInputError, match='batch_size=12'):
-    loop.train_and_evaluate(config, str(tmp_path))
-
-
-@pytest.mark.parametrize(
-  ('field', 'value'),
-  [
-    ('optim.schedule', 'foo'),
-    ('model.dtype', 'foo'),
-    ('loss.fm_layer', 4),
-    ('train.num_samples', 0),
-    ('seed', -1),
-    ('model.g_ema_decay', 1.0),
-    ('loss.instance_noise_std', -0.1),
-  ],
-)
-def test_validate_config_gaps(tiny_config, field, value):
-  config = tiny_config.copy_and_resolve_references()
-  *sections, name = field.split('.')
-  node = config
-  for section in sections:
-    node = node[section]
-  node[name] = value
-  with pytest.raises(loop.UserInputError):
-    loop.validate_config(config)
-
-
-def test_sample_without_checkpoint(tiny_config, tmp_path):
-  with pytest.raises(loop.UserInputError, match='train first'):
-    loop.sample(tiny_config, str(tmp_path / 'never_trained'), num_samples=2)
-  with pytest.raises(loop.UserInputError, match='num_samples=0'):
-    loop.sample(tiny_config, str(tmp_path / 'never_trained'), num_samples=0)
-
-
-def test_sample_without_checkpoint_writes_nothing(tiny_config, tmp_path):
-  workdir = tmp_path / 'never_trained'
-  with pytest.raises(loop.UserInputError, match='train first'):
-    loop.sample(tiny_config, str(workdir), num_samples=2)
-  assert not workdir.exists()
 
 
 def test_remat_generator_gives_the_same_step(tiny_config, labels):

@@ -5,15 +5,12 @@ the maps and returns what the metrics need for both the generated and the real p
 descriptors, Inception moments (FID) or features (KID), the paired L1 error and, with `miou`, the
 confusion matrices of a frozen ERFNet's segmentation against the input label map.
 
-mIoU: the 35 Cityscapes label ids of each map become ERFNet's 19 training ids (void pixels and
-padded rows ignored); ERFNet sees the uint8 photos / 255 at the data set's resolution (no resize;
-the generated photos rounded to uint8 first, as when they are saved and segmented); its prediction
-is the argmax over the 19 training-id logits. The void channel (19) is left out of the argmax:
-erfnet_pytorch trains it at zero loss weight, so its logit means nothing, and every pixel gets a
-real class as in the Cityscapes benchmark (erfnet_pytorch's own `eval_iou.py` drops void
-predictions instead, which only miss the pixel's class). The real photos' mIoU (`miou_real`) is
-the segmenter's own score on the same pairs: the upper bound that papers (pix2pixHD's "original
-images" row) report next to the generated photos' score.
+mIoU follows `semgan_jax.segmenter`'s conventions (training ids, void and padded rows ignored,
+argmax over the 19 scored classes), on the uint8 photos at the data set's resolution: the
+generated ones are rounded to uint8 first, as when they are saved and segmented (erfnet_pytorch's
+own `eval_iou.py` drops void predictions instead, which only miss the pixel's class). The real
+photos' mIoU (`miou_real`) is the segmenter's own score on the same pairs: the upper bound that
+papers (pix2pixHD's "original images" row) report next to the generated photos' score.
 """
 
 from collections.abc import Callable
@@ -23,10 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from semgan_jax import parallel
-from semgan_jax.data import cityscapes
+from semgan_jax import images as images_lib
+from semgan_jax import parallel, segmenter
 from semgan_jax.evaluation import evaluator as base
-from semgan_jax.evaluation import segmentation
 from semgan_jax.models import erfnet
 from semgan_jax.weights import erfnet as erfnet_weights
 
@@ -46,10 +42,6 @@ PHOTO_DEFAULTS = {
   'segmenter_weights': '',  # The converted ERFNet .npz ('' = the default cache path).
 }
 
-# ERFNet's classes, Cityscapes' 19 training ids (its channel 19, void, is never predicted here).
-NUM_SEGMENTER_CLASSES = cityscapes.NUM_TRAIN_IDS
-SEGMENTER_CLASS_NAMES = cityscapes.TRAIN_ID_NAMES
-
 
 def check_photo_config(name: str, cfg, spec, num_examples: int, num_devices: int) -> dict:
   """Checks a `photos` entry; returns it with defaults and `num_images` resolved."""
@@ -68,17 +60,9 @@ def check_photo_config(name: str, cfg, spec, num_examples: int, num_devices: int
     )
   if c['swd']:
     base.check_swd_size(name, spec.height, spec.width)
-  if c['miou'] and spec.num_classes != cityscapes.NUM_CLASSES:
-    raise base.EvalConfigError(
-      f'config.evals.{name}.miou: ERFNet scores Cityscapes training ids, mapped from the '
-      f'{cityscapes.NUM_CLASSES} Cityscapes label ids, but {spec.name} has {spec.num_classes} '
-      'classes.'
-    )
-  if c['miou'] and (spec.height % erfnet.SIZE_DIVISOR or spec.width % erfnet.SIZE_DIVISOR):
-    raise base.EvalConfigError(
-      f'config.evals.{name}.miou: ERFNet needs a height and width divisible by '
-      f'{erfnet.SIZE_DIVISOR}; {spec.name} is {spec.height}x{spec.width}.'
-    )
+  problem = c['miou'] and segmenter.data_error(spec.num_classes, spec.height, spec.width)
+  if problem:
+    raise base.EvalConfigError(f'config.evals.{name}.miou: {problem} ({spec.name}).')
   return c
 
 
@@ -95,17 +79,6 @@ def load_segmenter(name: str, segmenter_weights: str) -> tuple[dict, str]:
   return variables, str(path)
 
 
-def miou_metrics(real_confusion: np.ndarray, fake_confusion: np.ndarray) -> dict[str, float]:
-  """`miou`, `miou_real` and per-class `iou/<class>`, `iou_real/<class>` (NaN: class absent)."""
-  metrics = {}
-  for suffix, confusion in (('', fake_confusion), ('_real', real_confusion)):
-    scores = segmentation.iou_from_confusion(confusion)
-    metrics[f'miou{suffix}'] = scores['miou']
-    for class_name, iou in zip(SEGMENTER_CLASS_NAMES, scores['per_class'], strict=True):
-      metrics[f'iou{suffix}/{class_name}'] = float(iou)
-  return metrics
-
-
 class PhotoEvaluator(base.Evaluator):
   """SWD, FID/KID, L1 and ERFNet mIoU of G's translations of held-out label maps vs real photos.
 
@@ -118,6 +91,7 @@ class PhotoEvaluator(base.Evaluator):
     **kwargs: `mesh` and optionally `feature_fn`, `feature_params`, as in `base.Evaluator`.
   """
 
+  defaults = PHOTO_DEFAULTS
   check_config = staticmethod(check_photo_config)
 
   def __init__(self, name: str, cfg, *, translate_fn: Callable, **kwargs):
@@ -151,32 +125,25 @@ class PhotoEvaluator(base.Evaluator):
         f"{spec.height}x{spec.width}, the data set's resolution, no resize; uint8 photos / 255 "
         '(generated ones rounded to uint8 first)'
       ),
-      'miou_labels': 'Cityscapes label ids -> 19 train ids, void ignored',
-      'miou_prediction': 'argmax over the 19 train-id logits (void channel 19 left out)',
+      **{f'miou_{key}': value for key, value in segmenter.PROTOCOL.items()},
     }
 
   def _compile(self, translate_fn: Callable) -> None:
     sharded, replicated = parallel.batch_sharded(self.mesh), parallel.replicated(self.mesh)
-    segmenter = erfnet.ERFNet()
-    train_ids = jnp.asarray(cityscapes.TRAIN_IDS, jnp.int32)
+    model = erfnet.ERFNet()
 
     def confusion(images, labels, segmenter_params):
-      """ERFNet's (19, 19) confusion matrix on uint8 photos against training ids."""
-      logits = segmenter.apply(segmenter_params, images.astype(jnp.float32) / 255.0)
-      predictions = jnp.argmax(logits[..., :NUM_SEGMENTER_CLASSES], axis=-1)
-      return segmentation.confusion_matrix(
-        labels, predictions, NUM_SEGMENTER_CLASSES, cityscapes.IGNORE_TRAIN_ID
-      )
+      return segmenter.confusion(labels, segmenter.logits(model, segmenter_params, images))
 
     def both_passes(state, batch, valid, batch_index, feature_params, segmenter_params):
-      fake = base.to_uint8(translate_fn(state, batch['label'], batch['instance']))
+      fake = images_lib.signed_to_uint8(translate_fn(state, batch['label'], batch['instance']))
       real = batch['image']
       l1 = jnp.abs(fake.astype(jnp.float32) - real.astype(jnp.float32)).mean(axis=(1, 2, 3))
       real_out = self._distribution_outputs(real, valid, batch_index, 3, feature_params)
       fake_out = self._distribution_outputs(fake, valid, batch_index, 2, feature_params)
       if self.cfg['miou']:
         labels = jnp.where(
-          valid[:, None, None], train_ids[batch['label']], cityscapes.IGNORE_TRAIN_ID
+          valid[:, None, None], segmenter.train_ids(batch['label']), segmenter.VOID
         )
         real_out['confusion'] = confusion(real, labels, segmenter_params)
         fake_out['confusion'] = confusion(fake, labels, segmenter_params)
@@ -195,7 +162,7 @@ class PhotoEvaluator(base.Evaluator):
       'label': np.stack([np.asarray(e['label'], np.int32) for e in examples]),
       'instance': np.stack([np.asarray(e['instance'], np.int32) for e in examples]),
     }
-    batch['label'] = np.where(batch['label'] < 0, 0, batch['label'])  # license plates (-1)
+    batch['label'] = np.maximum(batch['label'], 0)  # license plates (-1): 'unlabeled'
     return (
       parallel.make_global_batch(batch, self.mesh),
       parallel.make_global_batch(base.local_rows(valid), self.mesh),
@@ -206,7 +173,7 @@ class PhotoEvaluator(base.Evaluator):
     """Translates the split's label maps with `state`'s G; the metrics against the real photos."""
     real, fake = base.SetStatistics(), base.SetStatistics()
     l1_sum = 0.0
-    real_confusion = np.zeros((NUM_SEGMENTER_CLASSES, NUM_SEGMENTER_CLASSES), np.int64)
+    real_confusion = np.zeros((segmenter.NUM_SCORED, segmenter.NUM_SCORED), np.int64)
     fake_confusion = np.zeros_like(real_confusion)
     progress = base.Progress(f'eval {self.name}', self.cfg['num_images'])
     for batch_index in range(self._num_batches()):
@@ -226,31 +193,6 @@ class PhotoEvaluator(base.Evaluator):
       base.distribution_metrics(self.cfg, real, fake, self.spec.height, self.spec.width)
     )
     if self.cfg['miou']:
-      metrics.update(miou_metrics(real_confusion, fake_confusion))
+      metrics.update(segmenter.miou_metrics(fake_confusion))
+      metrics.update(segmenter.miou_metrics(real_confusion, '_real'))
     return metrics
-
-
-def build_photo_evaluators(evals_config, *, spec, load_split, mesh, translate_fn) -> dict:
-  """One `PhotoEvaluator` per `config.evals` entry; `load_split(name) -> source`."""
-  evaluators = {}
-  for name, cfg in (evals_config or {}).items():
-    if cfg.get('type') != 'photos':
-      raise base.EvalConfigError(
-        f"config.evals.{name}.type={cfg.get('type')!r}; SemanticGAN configs take 'photos'."
-      )
-    split = cfg.get('split', PHOTO_DEFAULTS['split'])
-    evaluators[name] = PhotoEvaluator(
-      name, cfg, spec=spec, source=load_split(split), mesh=mesh, translate_fn=translate_fn
-    )
-  return evaluators
-
-
-__all__ = [
-  'PHOTO_DEFAULTS',
-  'SEGMENTER_CLASS_NAMES',
-  'PhotoEvaluator',
-  'build_photo_evaluators',
-  'check_photo_config',
-  'load_segmenter',
-  'miou_metrics',
-]

@@ -13,10 +13,6 @@ from absl import logging
 from etils import epath
 
 CONFIG_FILE = 'config.json'
-# Config sections whose change makes an existing checkpoint meaningless or unloadable: the shapes
-# and semantics of the stored arrays depend on them. Everything else (steps, logging cadence,
-# learning rate, loss weights) may change when a run is resumed.
-ARCHITECTURE_FIELDS = ('model', 'data.name', 'data.image_size', 'data.num_classes')
 
 
 # Pytree fields of a state that are not checkpointed: the frozen loss networks' weights.
@@ -63,17 +59,24 @@ def flatten_config(config: dict, prefix: str = '') -> dict[str, Any]:
   return out
 
 
-def _architecture_view(config: dict) -> dict[str, Any]:
+def _architecture_view(config: dict, fields, excluded) -> dict[str, Any]:
   flat = flatten_config(config)
+  flat.setdefault('task', 'semgan')  # Configs without the field are SemGAN's.
   return {
     k: v
     for k, v in flat.items()
-    if any(k == f or k.startswith(f + '.') for f in ARCHITECTURE_FIELDS)
+    if any(k == f or k.startswith(f + '.') for f in fields) and k not in excluded
   }
 
 
-def check_config_compatible(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Raises CheckpointError if `workdir` was trained with a different architecture or data set."""
+def check_config_compatible(
+  workdir: str, config: ml_collections.ConfigDict, fields: tuple[str, ...], excluded=()
+) -> None:
+  """Raises CheckpointError if `workdir`'s `config.json` differs from `config` in `fields` (a
+  section selects all its fields; `excluded` fields are not compared): the fields whose change
+  makes the checkpoints meaningless or unloadable (the shapes and meaning of the stored arrays
+  depend on them). Everything else (steps, cadences, learning rate, loss weights) may change
+  when a run resumes."""
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
     return
@@ -81,7 +84,8 @@ def check_config_compatible(workdir: str, config: ml_collections.ConfigDict) -> 
     saved = json.loads(path.read_text())
   except json.JSONDecodeError as e:
     raise CheckpointError(f'{path} is not valid JSON ({e}); it should hold the run config.') from e
-  old, new = _architecture_view(saved), _architecture_view(config.to_dict())
+  old = _architecture_view(saved, fields, excluded)
+  new = _architecture_view(config.to_dict(), fields, excluded)
   diffs = [
     f'{k}: checkpoint has {old.get(k)!r}, config has {new.get(k)!r}'
     for k in sorted(set(old) | set(new))

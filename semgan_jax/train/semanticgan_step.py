@@ -14,20 +14,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
-from semgan_jax import losses
+from semgan_jax import images, losses, segmenter
 from semgan_jax.models import LabelToPhotoGenerator, MultiScaleDiscriminator, erfnet
 from semgan_jax.models.inputs import label_to_generator_input
 from semgan_jax.models.vgg import VGG19Features
+from semgan_jax.train import optim
 from semgan_jax.train.semgan_step import global_norm
-from semgan_jax.train.state import GANState, build_optimizer
-
-
-def images_to_float(images: jax.Array) -> jax.Array:
-  """uint8 [0, 255] photos → float32 [-1, 1], the generator's output range."""
-  return images.astype(jnp.float32) / 127.5 - 1.0
+from semgan_jax.train.state import GANState
 
 
 def build_semanticgan_models(config: ml_collections.ConfigDict):
@@ -65,8 +60,7 @@ def create_semanticgan_state(
   config: ml_collections.ConfigDict,
   rng: jax.Array,
   frozen_params=None,
-  *,
-  schedule: optax.Schedule | float | None = None,
+  tx: optax.GradientTransformation | None = None,
 ) -> GANState:
   """Initialises G, D and both Adam states; `frozen_params` holds e.g. {'vgg': params}.
 
@@ -76,8 +70,8 @@ def create_semanticgan_state(
     config: the experiment config.
     rng: typed key, split for G init, D init and the training rng.
     frozen_params: parameters of the frozen loss networks ({'vgg': ...}), or None.
-    schedule: the learning rate (schedule) of both Adams; `config.optim.lr` if None. The loop
-      passes pix2pixHD's epoch schedule (`semanticgan_loop.epoch_schedule`).
+    tx: the optimizer of each network; default: Adam at the constant `config.optim.lr`. The
+      runner passes the config's schedule (pix2pixHD's epochs, `semgan_jax.train.optim`).
   """
   generator, discriminator = build_semanticgan_models(config)
   g_key, d_key, train_key = jax.random.split(rng, 3)
@@ -85,28 +79,25 @@ def create_semanticgan_state(
   channels = config.data.num_classes + 1  # one-hot ⊕ instance boundaries
   x = jnp.zeros((1, height, width, channels), jnp.float32)
   image = jnp.zeros((1, height, width, 3), jnp.float32)
-  lr = config.optim.lr if schedule is None else schedule
+  tx = optim.build_optimizer(config.optim, config.optim.lr) if tx is None else tx
   return GANState.create(
     generator=generator,
     discriminator=discriminator,
     g_variables=generator.init(g_key, x),
     d_variables=discriminator.init(d_key, x, image),
-    g_tx=build_optimizer(config.optim, lr),
-    d_tx=build_optimizer(config.optim, lr),
+    g_tx=tx,
+    d_tx=tx,
     rng=train_key,
     g_ema_decay=config.model.g_ema_decay,
     frozen_params=frozen_params,
   )
 
 
-def make_sipl_loss(
-  label_to_train_id: np.ndarray, ignore_label: int, num_classes: int = erfnet.NUM_CLASSES
-) -> Callable:
+def make_sipl_loss() -> Callable:
   """SIPL as an `extra_g_losses` term: a frozen ERFNet segments G(s) and is scored against s.
 
-  G's photos in [-1, 1] become ERFNet's [0, 1] inputs; the label ids of the batch become the
-  segmenter's training ids through `label_to_train_id` (e.g. `cityscapes.TRAIN_IDS`, 35 label
-  ids → 19 training ids or `ignore_label`). The segmenter runs in inference mode (running
+  G's photos and the batch's label ids follow `semgan_jax.segmenter`'s conventions (ERFNet's
+  [0, 1] inputs, training ids, void ignored). The segmenter runs in inference mode (running
   BatchNorm statistics, no dropout) with `frozen_params['erfnet']` ({'params', 'batch_stats'});
   its weights get no update, as they are not G's parameters, but the loss's gradient flows
   through them into G's image.
@@ -114,12 +105,11 @@ def make_sipl_loss(
   Returns:
     `fn(frozen_params, fake, batch) -> scalar`, the pixel-wise cross-entropy (`losses.sipl_loss`).
   """
-  table = np.asarray(label_to_train_id, np.int32)
-  segmenter = erfnet.ERFNet(num_classes=num_classes)
+  model = erfnet.ERFNet()
 
   def sipl(frozen_params, fake, batch):
-    logits = segmenter.apply(frozen_params['erfnet'], (fake + 1.0) / 2.0, train=False)
-    return losses.sipl_loss(logits, jnp.asarray(table)[batch['label']], ignore_label)
+    logits = segmenter.logits(model, frozen_params['erfnet'], fake, train=False)
+    return losses.sipl_loss(logits, segmenter.train_ids(batch['label']), segmenter.VOID)
 
   return sipl
 
@@ -173,11 +163,11 @@ def make_semanticgan_gradients(
 
   def gradients(state: GANState, batch: dict) -> tuple[jax.Array, jax.Array, dict]:
     x = label_to_generator_input(batch['label'], batch['instance'], num_classes)
-    real = images_to_float(batch['image'])
+    real = images.uint8_to_signed(batch['image'])
     frozen = state.frozen_params
 
-    def discriminate(d_params, images):
-      return state.discriminator.apply({'params': d_params}, x, images)
+    def discriminate(d_params, photos):
+      return state.discriminator.apply({'params': d_params}, x, photos)
 
     fake, g_vjp = jax.vjp(lambda p: state.generator.apply({'params': p}, x), state.g_params)
     real_out, d_vjp_real = jax.vjp(lambda p: discriminate(p, real), state.d_params)

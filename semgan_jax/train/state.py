@@ -10,6 +10,7 @@ import optax
 from flax import struct
 
 from semgan_jax.models import DCGANDiscriminator, LatentToLabelGenerator
+from semgan_jax.train import optim
 
 PyTree = Any
 
@@ -124,44 +125,23 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Modul
   return generator, discriminator
 
 
-def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
-  """`constant` (paper 2), or `linear_decay`: constant until `decay_start_step`, then to 0."""
-  if optim.schedule == 'constant':
-    return optax.constant_schedule(optim.lr)
-  if optim.schedule == 'linear_decay':
-    return optax.join_schedules(
-      [
-        optax.constant_schedule(optim.lr),
-        optax.linear_schedule(optim.lr, 0.0, optim.decay_steps),
-      ],
-      [optim.decay_start_step],
-    )
-  raise ValueError(
-    f"config.optim.schedule={optim.schedule!r}; expected 'constant' or 'linear_decay'."
-  )
-
-
-def build_optimizer(
-  optim: ml_collections.ConfigDict, schedule: optax.Schedule | float | None = None
-) -> optax.GradientTransformation:
-  """Adam with the config's β1, β2, ε (both papers: 0.5, 0.999, 1e-8); one per network.
-
-  The learning rate is `schedule` when given, else `learning_rate_schedule(optim)`.
-  """
-  lr = learning_rate_schedule(optim) if schedule is None else schedule
-  return optax.adam(lr, b1=optim.b1, b2=optim.b2, eps=optim.eps)
-
-
-def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
+def create_train_state(
+  config: ml_collections.ConfigDict, rng: jax.Array, tx: optax.GradientTransformation | None = None
+) -> GANState:
   """Initialises both networks and optimizers.
 
   Args:
     config: the experiment config (`model`, `data`, `optim` sections).
     rng: a typed PRNG key; split for G init, D init and the training rng.
+    tx: the optimizer of each network (one instance, two states); default: `config.optim`'s over
+      `config.train.num_steps` steps (`semgan_jax.train.optim`).
 
   Returns:
     A `GANState` at step 0 (on the default device; the loop replicates it over the mesh).
   """
+  if tx is None:
+    schedule = optim.build_schedule(config.optim, num_steps=config.train.num_steps)
+    tx = optim.build_optimizer(config.optim, schedule)
   generator, discriminator = build_models(config)
   g_key, d_key, train_key = jax.random.split(rng, 3)
   size, latent_dim = config.data.image_size, config.model.latent_dim
@@ -174,8 +154,8 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GAN
     discriminator=discriminator,
     g_variables=g_vars,
     d_variables=d_vars,
-    g_tx=build_optimizer(config.optim),
-    d_tx=build_optimizer(config.optim),
+    g_tx=tx,
+    d_tx=tx,
     rng=train_key,
     g_ema_decay=config.model.g_ema_decay,
     latent_dim=latent_dim,
