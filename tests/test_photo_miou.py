@@ -124,7 +124,7 @@ def test_miou_matches_a_per_image_reference(miou_config, setup, segmenter_npz):
   ('change', 'message'),
   [
     ({'height': 36}, 'ERFNet needs a height and width divisible by 8; the data is 36x64'),
-    ({'num_classes': 19}, 'segmenter reads Cityscapes training ids, .* the data has 19 classes'),
+    ({'num_classes': 19}, 'the segmenter reads Cityscapes training ids, .* has 19 classes'),
   ],
 )
 def test_miou_needs_cityscapes_ids_and_erfnet_sizes(miou_config, setup, change, message):
