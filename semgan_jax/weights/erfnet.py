@@ -20,19 +20,15 @@ train the encoder alone) and the step counters are dropped. The `.npz` is loaded
   python -m semgan_jax.weights.erfnet --src erfnet_pretrained.pth [--out NPZ]
 """
 
-import functools
-import os
 import pathlib
 import re
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
 from semgan_jax.models.erfnet import SIZE_DIVISOR, ERFNet
-from semgan_jax.weights import npz_io, torch_archive
+from semgan_jax.weights import npz_io, published
 
 PUBLISHED_URL = (
   'https://github.com/Eromera/erfnet_pytorch/tree/master/trained_models/erfnet_pretrained.pth'
@@ -59,26 +55,6 @@ HOW_TO_GET_WEIGHTS = (
   f'  curl -LO {PUBLISHED_RAW_URL}\n'
   f'  python -m semgan_jax.weights.erfnet --src {PUBLISHED_FILE}'
 )
-
-
-def _how_to_get_weights(path: pathlib.Path) -> str:
-  """`HOW_TO_GET_WEIGHTS`, with `--out` when `path` is not the default location."""
-  return npz_io.how_to_make(HOW_TO_GET_WEIGHTS, path, default_weights_path())
-
-
-def default_weights_path() -> pathlib.Path:
-  """`$XDG_CACHE_HOME/semgan_jax/weights/erfnet_cityscapes.npz` (XDG_CACHE_HOME: ~/.cache)."""
-  return npz_io.cache_path('erfnet_cityscapes.npz')
-
-
-@functools.cache
-def expected_shapes() -> dict[str, tuple[int, ...]]:
-  """Every variable of `ERFNet()` (`params/...`, `batch_stats/...`) with its shape."""
-  image = jax.ShapeDtypeStruct((1, SIZE_DIVISOR, SIZE_DIVISOR, 3), jnp.float32)
-  # eval_shape traces the initialisation without computing it.
-  variables = jax.eval_shape(ERFNet().init, jax.random.key(0), image)
-  flat = traverse_util.flatten_dict(variables, sep='/')
-  return {key: tuple(value.shape) for key, value in sorted(flat.items())}
 
 
 def source_name(key: str) -> str:
@@ -124,110 +100,53 @@ def _is_unused_source_tensor(name: str) -> bool:
   return name.endswith('.num_batches_tracked') or name.startswith('encoder.output_conv.')
 
 
-def check_architecture(shapes: dict[str, tuple[int, ...]], source: str) -> None:
-  """Raises a ValueError naming the first key that is missing, extra or of the wrong shape.
-
-  Args:
-    shapes: our `/`-joined keys → shapes, as read from a weights file.
-    source: the file, for the message.
-  """
-  npz_io.check_shapes(
-    shapes,
-    expected_shapes(),
-    source=source,
-    what='ERFNet (20 classes)',
-    how_to_fix=HOW_TO_GET_WEIGHTS,
-  )
-
-
-def convert(src_pth: str | os.PathLike, out_npz: str | os.PathLike) -> pathlib.Path:
-  """Converts erfnet_pytorch's published state dict to our `.npz`, atomically.
-
-  Args:
-    src_pth: `erfnet_pretrained.pth` (read without torch), keys with or without `module.`.
-    out_npz: where to write; parent folders are created. The file appears complete or not at all
-      (written to a temporary file in the same folder, then renamed).
-
-  Returns:
-    `out_npz` as a Path.
-
-  Raises:
-    FileNotFoundError: `src_pth` does not exist.
-    torch_archive.TorchArchiveError: `src_pth` is not a readable PyTorch checkpoint.
-    torch_archive.UnsafeArchiveError: `src_pth` names a global outside the reader's whitelist.
-    ValueError: the checkpoint is not erfnet_pytorch's 20-class ERFNet (names the first wrong key).
-  """
-  src_pth, out_npz = pathlib.Path(src_pth), pathlib.Path(out_npz)
-  tensors = {}
-  for name, tensor in torch_archive.load_tensors(src_pth).items():
+def _to_arrays(tensors: dict[str, np.ndarray], src: pathlib.Path) -> dict[str, np.ndarray]:
+  """erfnet_pytorch's state dict (with or without `module.`) → `ERFNet()`'s variables."""
+  used = {}
+  for name, tensor in tensors.items():
     name = name.removeprefix(_DATA_PARALLEL_PREFIX)
-    if name in tensors:
-      raise ValueError(f'{src_pth} holds {name} both with and without {_DATA_PARALLEL_PREFIX!r}.')
+    if name in used:
+      raise ValueError(f'{src} holds {name} both with and without {_DATA_PARALLEL_PREFIX!r}.')
     if not _is_unused_source_tensor(name):
-      tensors[name] = tensor
+      used[name] = tensor
   npz_io.check_shapes(
-    {name: tensor.shape for name, tensor in tensors.items()},
+    {name: tensor.shape for name, tensor in used.items()},
     expected_source_shapes(),
-    source=str(src_pth),
+    source=str(src),
     what="erfnet_pytorch's ERFNet (20 classes)",
     how_to_fix=HOW_TO_GET_WEIGHTS,
   )
-  arrays = {key: _to_flax(key, tensors[source_name(key)]) for key in expected_shapes()}
-  return npz_io.write_npz_atomically(out_npz, arrays)
+  return {key: _to_flax(key, used[source_name(key)]) for key in expected_shapes()}
 
 
-def load_params(npz_path: str | os.PathLike) -> dict:
-  """Loads and validates converted weights.
-
-  Args:
-    npz_path: a `.npz` written by `convert`.
-
-  Returns:
-    The variables of `ERFNet()`, `{'params': ..., 'batch_stats': ...}` (nested dicts of float32
-    NumPy arrays), to apply as `ERFNet().apply(variables, images)`.
-
-  Raises:
-    FileNotFoundError: no file at `npz_path` (the message says how to make one).
-    ValueError: not an `.npz`, or an `.npz` of another architecture (names the first wrong key).
-  """
-  npz_path = pathlib.Path(npz_path)
-  return npz_io.load_checked_params(
-    npz_path,
-    check_architecture,
-    f'no ERFNet weights at {npz_path}. {_how_to_get_weights(npz_path)}',
-  )
-
-
-def ensure_weights(path: str | os.PathLike | None = None) -> pathlib.Path:
-  """The converted weights file; never downloads or converts anything.
-
-  Args:
-    path: where the `.npz` is or should be; `default_weights_path()` if None.
-
-  Returns:
-    The path of an existing `.npz` (not validated here; `load_params` does that).
-
-  Raises:
-    FileNotFoundError: no `.npz` at `path`; the message gives the URL to download from and the
-      conversion command.
-  """
-  return npz_io.existing_file(path, default_weights_path(), 'ERFNet', HOW_TO_GET_WEIGHTS)
-
-
-def main(argv: list[str] | None = None) -> int:
-  """`python -m semgan_jax.weights.erfnet`: converts erfnet_pytorch's Cityscapes weights."""
-  return npz_io.converter_main(
-    argv,
-    module='semgan_jax.weights.erfnet',
-    description=f"Converts erfnet_pytorch's published Cityscapes ERFNet weights ({PUBLISHED_FILE}, "
-    f'download it from {PUBLISHED_URL}) to the .npz that semgan_jax loads; reads the file '
-    'without torch.',
-    source_file=PUBLISHED_FILE,
-    convert=convert,
-    default_out=default_weights_path(),
-    num_tensors=len(expected_shapes()),
-  )
-
+_IMAGE = (1, SIZE_DIVISOR, SIZE_DIVISOR, 3)
+WEIGHTS = published.WeightFile(
+  name='ERFNet',
+  module='semgan_jax.weights.erfnet',
+  cache_name='erfnet_cityscapes.npz',
+  published_file=PUBLISHED_FILE,
+  description=f"Converts erfnet_pytorch's published Cityscapes ERFNet weights ({PUBLISHED_FILE}, "
+  f'download it from {PUBLISHED_URL}) to the .npz that semgan_jax loads; reads the file '
+  'without torch.',
+  how_to_get=HOW_TO_GET_WEIGHTS,
+  architecture='ERFNet (20 classes)',
+  expected_shapes=published.cached_shapes(lambda key: ERFNet().init(key, jnp.zeros(_IMAGE))),
+  to_arrays=_to_arrays,
+  # erfnet_pytorch publishes no digest of its file (and this project could not fetch it to take
+  # one), so any file of the right architecture converts without a warning.
+  digest=None,
+  other_producers="or exported by a segmenter run (`config.task='segmenter'`, its workdir's "
+  '`erfnet_streets.npz`) with model.num_classes=20',
+)
+# The module's interface (`load_params` returns `{'params': ..., 'batch_stats': ...}`, to apply as
+# `ERFNet().apply(variables, images)`).
+expected_shapes = WEIGHTS.expected_shapes
+check_architecture = WEIGHTS.check_architecture
+default_weights_path = WEIGHTS.default_path
+convert = WEIGHTS.convert
+load_params = WEIGHTS.load
+ensure_weights = WEIGHTS.ensure
+main = WEIGHTS.main
 
 if __name__ == '__main__':
   sys.exit(main())

@@ -89,12 +89,8 @@ class ScriptObject(dict):
     return f'{self.qualified_name}({dict.__repr__(self)})'
 
 
-class _Storage:
-  """Stands in for `torch.<Type>Storage` in the pickle: only carries the element dtype."""
-
-  def __init__(self, name: str, dtype: np.dtype):
-    self.name = name
-    self.dtype = dtype
+# Stands in for `torch.<Type>Storage` in the pickle: only carries the element dtype.
+_Storage = collections.namedtuple('_Storage', ['name', 'dtype'])
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *unused_flags):

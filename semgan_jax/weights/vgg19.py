@@ -17,20 +17,14 @@ with `allow_pickle=False`.
   python -m semgan_jax.weights.vgg19 --src vgg19-dcbb9e9d.pth [--out NPZ]
 """
 
-import functools
-import hashlib
-import os
 import pathlib
 import sys
-import warnings
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
 from semgan_jax.models.vgg import TORCHVISION_INDICES, USED_CONVS, VGG19_CONVS, VGG19Features
-from semgan_jax.weights import npz_io, torch_archive
+from semgan_jax.weights import npz_io, published
 
 PUBLISHED_URL = 'https://download.pytorch.org/models/vgg19-dcbb9e9d.pth'
 PUBLISHED_FILE = 'vgg19-dcbb9e9d.pth'
@@ -48,26 +42,6 @@ HOW_TO_GET_WEIGHTS = (
 )
 
 
-def _how_to_get_weights(path: pathlib.Path) -> str:
-  """`HOW_TO_GET_WEIGHTS`, with `--out` when `path` is not the default location."""
-  return npz_io.how_to_make(HOW_TO_GET_WEIGHTS, path, default_weights_path())
-
-
-def default_weights_path() -> pathlib.Path:
-  """`$XDG_CACHE_HOME/semgan_jax/weights/vgg19.npz` (XDG_CACHE_HOME: ~/.cache)."""
-  return npz_io.cache_path('vgg19.npz')
-
-
-@functools.cache
-def expected_shapes() -> dict[str, tuple[int, ...]]:
-  """Every parameter of `VGG19Features` under its `/`-joined path, with its shape."""
-  image = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-  # eval_shape traces the initialisation without computing it.
-  variables = jax.eval_shape(VGG19Features().init, jax.random.key(0), image)
-  flat = traverse_util.flatten_dict(variables['params'], sep='/')
-  return {key: tuple(value.shape) for key, value in sorted(flat.items())}
-
-
 def expected_source_shapes() -> dict[str, tuple[int, ...]]:
   """The `features.*` tensors of torchvision's VGG19 state dict (all 16 convolutions), shapes."""
   shapes = {}
@@ -80,124 +54,50 @@ def expected_source_shapes() -> dict[str, tuple[int, ...]]:
   return shapes
 
 
-def check_architecture(shapes: dict[str, tuple[int, ...]], source: str) -> None:
-  """Raises a ValueError naming the first key that is missing, extra or of the wrong shape.
-
-  Args:
-    shapes: our `/`-joined keys → shapes, as read from a weights file.
-    source: the file, for the message.
-  """
-  npz_io.check_shapes(
-    shapes,
-    expected_shapes(),
-    source=source,
-    what='VGG19Features (conv1_1 .. conv5_1)',
-    how_to_fix=HOW_TO_GET_WEIGHTS,
-  )
-
-
-def _sha256(path: pathlib.Path) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
-def convert(src_pth: str | os.PathLike, out_npz: str | os.PathLike) -> pathlib.Path:
-  """Converts torchvision's VGG19 state dict to our `.npz`, atomically.
-
-  Args:
-    src_pth: `vgg19-dcbb9e9d.pth` (read without torch; `classifier.*` tensors are ignored).
-    out_npz: where to write; parent folders are created. The file appears complete or not at all
-      (written to a temporary file in the same folder, then renamed).
-
-  Returns:
-    `out_npz` as a Path.
-
-  Raises:
-    FileNotFoundError: `src_pth` does not exist.
-    torch_archive.TorchArchiveError: `src_pth` is not a readable PyTorch checkpoint.
-    torch_archive.UnsafeArchiveError: `src_pth` names a global outside the reader's whitelist.
-    ValueError: the checkpoint is not torchvision's VGG19 (names the first wrong key).
-  """
-  src_pth, out_npz = pathlib.Path(src_pth), pathlib.Path(out_npz)
-  tensors = torch_archive.load_tensors(src_pth)
-  if not _sha256(src_pth).startswith(PUBLISHED_SHA256_PREFIX):
-    warnings.warn(
-      f'{src_pth} is not the published {PUBLISHED_FILE} (SHA-256 differs); perceptual losses '
-      'computed with it differ from pix2pixHD-style training with torchvision weights.',
-      stacklevel=2,
-    )
+def _to_arrays(tensors: dict[str, np.ndarray], src: pathlib.Path) -> dict[str, np.ndarray]:
+  """torchvision's state dict (all 16 convolutions checked) → the 13 convolutions we use, HWIO."""
   features = {k: v.shape for k, v in tensors.items() if not k.startswith(_IGNORED_PREFIX)}
   npz_io.check_shapes(
     features,
     expected_source_shapes(),
-    source=str(src_pth),
+    source=str(src),
     what="torchvision's VGG19",
     how_to_fix=HOW_TO_GET_WEIGHTS,
   )
   arrays = {}
   for name, _ in USED_CONVS:
     prefix = f'features.{TORCHVISION_INDICES[name]}'
-    # torch's OIHW kernels to Flax's HWIO.
     kernel = np.asarray(tensors[f'{prefix}.weight'], np.float32)
-    arrays[f'{name}/kernel'] = kernel.transpose(2, 3, 1, 0)
+    arrays[f'{name}/kernel'] = kernel.transpose(2, 3, 1, 0)  # torch's OIHW to Flax's HWIO.
     arrays[f'{name}/bias'] = np.asarray(tensors[f'{prefix}.bias'], np.float32)
-  check_architecture({k: v.shape for k, v in arrays.items()}, str(src_pth))
-
-  return npz_io.write_npz_atomically(out_npz, arrays)
+  return arrays
 
 
-def load_params(npz_path: str | os.PathLike) -> dict:
-  """Loads and validates converted weights.
-
-  Args:
-    npz_path: a `.npz` written by `convert`.
-
-  Returns:
-    The `params` pytree of `VGG19Features` (nested dicts of float32 NumPy arrays), to apply as
-    `VGG19Features().apply({'params': params}, images)`.
-
-  Raises:
-    FileNotFoundError: no file at `npz_path` (the message says how to make one).
-    ValueError: not an `.npz`, or an `.npz` of another architecture (names the first wrong key).
-  """
-  npz_path = pathlib.Path(npz_path)
-  return npz_io.load_checked_params(
-    npz_path, check_architecture, f'no VGG19 weights at {npz_path}. {_how_to_get_weights(npz_path)}'
-  )
-
-
-def ensure_weights(path: str | os.PathLike | None = None) -> pathlib.Path:
-  """The converted weights file; never downloads or converts anything.
-
-  Args:
-    path: where the `.npz` is or should be; `default_weights_path()` if None.
-
-  Returns:
-    The path of an existing `.npz` (not validated here; `load_params` does that).
-
-  Raises:
-    FileNotFoundError: no `.npz` at `path`; the message gives the URL to download from and the
-      conversion command.
-  """
-  return npz_io.existing_file(path, default_weights_path(), 'VGG19', HOW_TO_GET_WEIGHTS)
-
-
-def main(argv: list[str] | None = None) -> int:
-  """`python -m semgan_jax.weights.vgg19`: converts torchvision's VGG19 weights."""
-  return npz_io.converter_main(
-    argv,
-    module='semgan_jax.weights.vgg19',
-    description=f'Converts the published torchvision VGG19 weights ({PUBLISHED_FILE}, download it '
-    f'from {PUBLISHED_URL}) to the .npz that semgan_jax loads; reads the file without torch.',
-    source_file=PUBLISHED_FILE,
-    convert=convert,
-    default_out=default_weights_path(),
-    num_tensors=len(expected_shapes()),
-  )
-
+WEIGHTS = published.WeightFile(
+  name='VGG19',
+  module='semgan_jax.weights.vgg19',
+  cache_name='vgg19.npz',
+  published_file=PUBLISHED_FILE,
+  description=f'Converts the published torchvision VGG19 weights ({PUBLISHED_FILE}, download it '
+  f'from {PUBLISHED_URL}) to the .npz that semgan_jax loads; reads the file without torch.',
+  how_to_get=HOW_TO_GET_WEIGHTS,
+  architecture='VGG19Features (conv1_1 .. conv5_1)',
+  expected_shapes=published.cached_shapes(
+    lambda key: VGG19Features().init(key, jnp.zeros((1, 32, 32, 3))), params_only=True
+  ),
+  to_arrays=_to_arrays,
+  digest=('sha256', PUBLISHED_SHA256_PREFIX),
+  digest_consequence='perceptual losses computed with it differ from pix2pixHD-style training '
+  'with torchvision weights.',
+)
+# The module's interface (`load_params` returns the `params` of `VGG19Features`).
+expected_shapes = WEIGHTS.expected_shapes
+check_architecture = WEIGHTS.check_architecture
+default_weights_path = WEIGHTS.default_path
+convert = WEIGHTS.convert
+load_params = WEIGHTS.load
+ensure_weights = WEIGHTS.ensure
+main = WEIGHTS.main
 
 if __name__ == '__main__':
   sys.exit(main())
