@@ -1,6 +1,5 @@
 """Streaming feature statistics, the Fréchet distance, KID, mIoU and the label-map metrics."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -203,48 +202,3 @@ def test_class_frequency_metrics():
   np.testing.assert_allclose(disjoint['class_freq_js'], 1.0)
   with pytest.raises(ValueError, match='at least one pixel'):
     semantic.class_frequency_metrics([0, 0], [1, 0])
-
-
-class _TinySegmenter(nn.Module):
-  """A 1×1 convolution from RGB to K class scores: the smallest pluggable segmenter."""
-
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, images):
-    return nn.Conv(self.num_classes, (1, 1))(images.astype(jnp.float32) / 255.0)
-
-
-def test_miou_of_a_pluggable_segmenter():
-  segmenter = _TinySegmenter(4)
-  rng = np.random.default_rng(8)
-  labels = rng.integers(0, 4, size=(2, 8, 8, 8)).astype(np.int32)
-  labels[0, 0, :2] = 255  # void pixels are ignored
-  images = PALETTE[np.where(labels == 255, 0, labels)]
-
-  def segment_fn(params, x):
-    return segmenter.apply({'params': params}, x)
-
-  # Random weights: the streamed confusion equals the one built by hand from the argmax.
-  params = segmenter.init(jax.random.key(0), images[0])['params']
-  result = segmentation.evaluate_miou(
-    segment_fn, params, zip(images, labels, strict=True), num_classes=4, ignore_label=255
-  )
-  predictions = np.argmax(np.asarray(segment_fn(params, images.reshape(-1, 8, 8, 3))), -1)
-  expected = np.zeros((4, 4), np.int64)
-  valid = labels.reshape(-1, 8, 8) != 255
-  np.add.at(expected, (labels.reshape(-1, 8, 8)[valid], predictions[valid]), 1)
-  np.testing.assert_array_equal(result['confusion'], expected)
-  # Weights that read the palette exactly: every pixel right, mIoU 1.
-  colors = PALETTE.astype(np.float32) / 255.0
-  exact = {
-    'Conv_0': {'kernel': jnp.asarray(10 * colors.T)[None, None], 'bias': -5 * (colors**2).sum(1)}
-  }
-  perfect = segmentation.evaluate_miou(
-    segment_fn, exact, zip(images, labels, strict=True), num_classes=4, ignore_label=255
-  )
-  assert perfect['miou'] == 1.0 and perfect['pixel_accuracy'] == 1.0
-  with pytest.raises(ValueError, match=r'ids \[7\] outside the class set'):
-    segmentation.evaluate_miou(
-      segment_fn, params, [(images[0], np.full((8, 8, 8), 7))], num_classes=4, ignore_label=255
-    )

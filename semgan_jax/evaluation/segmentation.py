@@ -1,8 +1,5 @@
 """mIoU: a confusion matrix accumulated on device, per-class IoU and their mean on the host."""
 
-from collections.abc import Callable, Iterable
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,46 +65,3 @@ def iou_from_confusion(confusion) -> dict:
     'per_class': per_class,
     'pixel_accuracy': float(true_positive.sum() / total) if total else float('nan'),
   }
-
-
-def make_confusion_step(
-  segment_fn: Callable[[Any, jax.Array], jax.Array], num_classes: int, ignore_label: int | None
-) -> Callable:
-  """A jitted `step(confusion, params, images, labels) -> confusion` for any segmenter.
-
-  `segment_fn(params, images) -> (B, H, W, K)` scores (logits or probabilities) is the pluggable
-  network (ERFNet, or anything else); its argmax is scored against `labels`. The running
-  confusion matrix stays on the device (donated and updated in place); read it once at the end.
-  """
-
-  def step(confusion, params, images, labels):
-    scores = segment_fn(params, images)
-    predictions = jnp.argmax(scores, axis=-1)
-    return confusion + confusion_matrix(labels, predictions, num_classes, ignore_label)
-
-  return jax.jit(step, donate_argnums=0)
-
-
-def evaluate_miou(
-  segment_fn: Callable[[Any, jax.Array], jax.Array],
-  params: Any,
-  batches: Iterable[tuple[jax.Array, jax.Array]],
-  *,
-  num_classes: int,
-  ignore_label: int | None = 255,
-) -> dict:
-  """mIoU of a segmenter over a stream of (images, labels) batches.
-
-  Label ids are checked on the host (one clear error naming them); pass device arrays (sharded
-  like training batches) to keep the transfer off the critical path.
-
-  Returns:
-    `iou_from_confusion`'s dict plus 'confusion' (the (K, K) int64 matrix).
-  """
-  step = make_confusion_step(segment_fn, num_classes, ignore_label)
-  confusion = jnp.zeros((num_classes, num_classes), jnp.int32)
-  for images, labels in batches:
-    check_labels(np.asarray(labels), num_classes, ignore_label)
-    confusion = step(confusion, params, images, labels)
-  confusion = np.asarray(jax.device_get(confusion), np.int64)
-  return {**iou_from_confusion(confusion), 'confusion': confusion}

@@ -273,9 +273,8 @@ class _Scene:
         (np.abs(in_floor - 0.575) < 0.225) & (floor_pos > 1.0) & (v < 0.93) & (window_col > 0)
       )
       # Mortar rows (brick only) darken, the cornice darkens more; grain everywhere.
-      shade = (1.0 - 0.18 * brick * (_frac(floor_pos * 4.0) < 0.14)) * (
-        1.0 + 0.05 * self.fine_f[idx]
-      )
+      grain = 1.0 + 0.05 * self.fine_f[idx]
+      shade = (1.0 - 0.18 * brick * (_frac(floor_pos * 4.0) < 0.14)) * grain
       shade = np.where(v > 0.97, np.float32(0.7), shade)
       return np.where(window, glass + 40.0 * np.clip(1.0 - v, 0, 1), attrs[5:] * shade)
 
