@@ -27,6 +27,7 @@ __all__ = [
   'dataset_spec',
   'expect',
   'expect_positive',
+  'open_split_data',
   'split_loader',
 ]
 
@@ -59,6 +60,24 @@ def split_loader(config: ml_collections.ConfigDict) -> Callable[[str], Any]:
       raise UserInputError(f'data set {d.name!r}: {e}') from e
 
   return load
+
+
+def open_split_data(config, spec, train: bool, create_iterator: Callable, **kwargs) -> Data:
+  """`Task.open_data` of a task that trains on `create_iterator` over the train split: this
+  process's share of `config.data.batch_size`, seeded with `config.seed`; `kwargs` go to it."""
+  load_split = split_loader(config)
+  if not train:
+    return Data(load_split)
+  iterator = create_iterator(
+    load_split('train'),
+    global_batch_size=config.data.batch_size,
+    num_classes=spec.num_classes,
+    seed=config.seed,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    **kwargs,
+  )
+  return Data(load_split, iterator)
 
 
 def dataset_spec(config: ml_collections.ConfigDict) -> data_lib.DatasetSpec:

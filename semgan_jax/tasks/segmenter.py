@@ -23,7 +23,7 @@ from flax import struct, traverse_util
 from semgan_jax import losses, segmenter
 from semgan_jax.data import paired
 from semgan_jax.models import erfnet
-from semgan_jax.tasks.base import Data, Task, dataset_spec, expect, split_loader
+from semgan_jax.tasks.base import Task, dataset_spec, expect, open_split_data
 from semgan_jax.train import optim
 from semgan_jax.train.semgan_step import global_norm
 from semgan_jax.weights import npz_io
@@ -164,18 +164,7 @@ class SegmenterTask(Task):
     return spec
 
   def open_data(self, config, spec, *, train):
-    load_split = split_loader(config)
-    if not train:
-      return Data(load_split)
-    iterator = paired.create_paired_iterator(
-      load_split('train'),
-      global_batch_size=config.data.batch_size,
-      num_classes=spec.num_classes,
-      seed=config.seed,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-    )
-    return Data(load_split, iterator)
+    return open_split_data(config, spec, train, paired.create_paired_iterator)
 
   def init_state(self, config, rng, frozen, tx):
     del frozen

@@ -13,13 +13,12 @@ from semgan_jax import images, parallel, segmenter
 from semgan_jax.data import paired
 from semgan_jax.models import BLOCKS, conv
 from semgan_jax.tasks.base import (
-  Data,
   Task,
   UserInputError,
   dataset_spec,
   expect,
   expect_positive,
-  split_loader,
+  open_split_data,
 )
 from semgan_jax.train.semanticgan_step import (
   build_vgg,
@@ -142,18 +141,7 @@ class SemanticGANTask(Task):
     return spec
 
   def open_data(self, config, spec, *, train):
-    load_split = split_loader(config)
-    if not train:
-      return Data(load_split)
-    iterator = paired.create_paired_iterator(
-      load_split('train'),
-      global_batch_size=config.data.batch_size,
-      num_classes=spec.num_classes,
-      seed=config.seed,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-    )
-    return Data(load_split, iterator)
+    return open_split_data(config, spec, train, paired.create_paired_iterator)
 
   def load_frozen(self, config):
     return load_frozen_params(config)

@@ -10,7 +10,7 @@ from semgan_jax import data as data_lib
 from semgan_jax import images, parallel
 from semgan_jax.models import HEADS
 from semgan_jax.models.generators import num_upsamplings
-from semgan_jax.tasks.base import Data, Task, dataset_spec, expect, expect_positive, split_loader
+from semgan_jax.tasks.base import Task, dataset_spec, expect, expect_positive, open_split_data
 from semgan_jax.train.semgan_step import GENERATOR_LOSSES, generate, make_train_step, sample_latents
 from semgan_jax.train.state import create_train_state
 
@@ -62,19 +62,8 @@ class SemGANTask(Task):
     return spec
 
   def open_data(self, config, spec, *, train):
-    load_split = split_loader(config)
-    if not train:
-      return Data(load_split)
-    iterator = data_lib.create_input_iterator(
-      load_split('train'),
-      global_batch_size=config.data.batch_size,
-      num_classes=spec.num_classes,
-      seed=config.seed,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-      include_onehot=False,  # The step one-hot encodes on the device.
-    )
-    return Data(load_split, iterator)
+    iterator = data_lib.create_input_iterator  # The step one-hot encodes on the device:
+    return open_split_data(config, spec, train, iterator, include_onehot=False)
 
   def init_state(self, config, rng, frozen, tx):
     del frozen

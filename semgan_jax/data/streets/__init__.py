@@ -5,8 +5,9 @@ trees, poles, cars and persons; canvas.py: the painting primitives and noise tex
 is the tfds builder of the data set (builder.py).
 """
 
-from semgan_jax.data.streets.builder import Streets, StreetsConfig
-from semgan_jax.data.streets.constants import (
+# The public names of the package (re-exported).
+from semgan_jax.data.streets.builder import Streets, StreetsConfig  # noqa: F401
+from semgan_jax.data.streets.constants import (  # noqa: F401
   BUILDING,
   CAR,
   CLASS_IDS,
@@ -28,30 +29,4 @@ from semgan_jax.data.streets.constants import (
   TRAFFIC_SIGN,
   VEGETATION,
 )
-from semgan_jax.data.streets.scene import render_street
-
-__all__ = [
-  'BUILDING',
-  'CAR',
-  'CLASS_IDS',
-  'DEFAULT_HEIGHT',
-  'DEFAULT_SEED',
-  'DEFAULT_WIDTH',
-  'EGO_VEHICLE',
-  'NUM_CLASSES',
-  'PERSON',
-  'POLE',
-  'ROAD',
-  'SIDEWALK',
-  'SKY',
-  'SMALL_SPLITS',
-  'SPLITS',
-  'TERRAIN',
-  'TINY_SPLITS',
-  'TRAFFIC_LIGHT',
-  'TRAFFIC_SIGN',
-  'VEGETATION',
-  'Streets',
-  'StreetsConfig',
-  'render_street',
-]
+from semgan_jax.data.streets.scene import render_street  # noqa: F401
