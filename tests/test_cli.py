@@ -120,7 +120,7 @@ def test_eval_mode_errors_touch_nothing(cli, trained_workdir, tmp_path, file_lis
     'no checkpoint at step 3': cli.popen(
       f'--workdir={trained_workdir}', '--mode=eval', '--checkpoint_step=3'
     ),
-    'exceeds the 2916 images': cli.popen(
+    'expected 2 to the 2916 examples': cli.popen(
       f'--workdir={trained_workdir}', '--mode=eval', '--config.evals.maps.num_images=3000'
     ),
     # A weights file of the wrong architecture is named, with the first key that differs.

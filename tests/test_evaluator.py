@@ -115,8 +115,8 @@ def test_padding_is_masked(tiny_config, source, mesh, evaluator):
   [
     ({'colour': True}, r"unknown field\(s\) \['colour'\]"),
     ({'num_images': '12'}, r'num_images=.12.; expected a int'),
-    ({'num_images': 1}, r'num_images=1; expected >= 2'),
-    ({'num_images': 5000}, r'exceeds the 2916 images'),
+    ({'num_images': 1}, r'num_images=1; expected 2 to the 2916 examples of colored_shapes'),
+    ({'num_images': 5000}, r'num_images=5000; expected 2 to the 2916 examples'),
     ({'batch_size': 6}, r'batch_size=6; expected a positive even multiple of the 8 devices'),
     ({'ms_ssim_variant': 'standard'}, r'ms_ssim_variant: .*at least 161x161.*got 64x64'),
     ({'type': 'photos'}, r"type='photos': config.task='semgan' is evaluated with \['label_maps'\]"),

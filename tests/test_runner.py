@@ -191,6 +191,7 @@ TASK_BAD = {
     ({'model.dtype': 'float16'}, "config.model.dtype='float16'"),
     ({'evals.photos.num_images': 1000}, 'config.evals.photos.num_images=1000'),
     ({'evals.photos.batch_size': 3}, 'config.evals.photos.batch_size=3'),
+    ({'evals.photos.every_steps': -1}, 'config.evals.photos.every_steps=-1; expected >= 0'),
     ({'evals.photos.type': 'label_maps'}, "config.task='semanticgan' is evaluated with"),
     ({'optim.schedule': 'constant', 'train.num_steps': 0}, 'config.train.num_steps=0'),
   ],
@@ -198,6 +199,7 @@ TASK_BAD = {
     ({'model.num_classes': 19}, 'config.model.num_classes=19; expected 20'),
     ({'data.height': 48}, 'config.data.height/width=48x64, but streets:32x64 is 32x64'),
     ({'evals.miou.num_images': 500}, 'config.evals.miou.num_images=500; expected 1 to the 20'),
+    ({'evals.miou.every_steps': -2}, 'config.evals.miou.every_steps=-2; expected >= 0'),
   ],
 }
 BAD = [(name, *row) for name in sorted(TASKS) for row in SHARED_BAD + TASK_BAD[name]]

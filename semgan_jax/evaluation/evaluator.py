@@ -54,7 +54,34 @@ def check_fields(name: str, cfg, defaults: dict) -> dict:
       raise EvalConfigError(
         f'config.evals.{name}.{key}={value!r}; expected a {type(default).__name__}.'
       )
+  if merged.get('every_steps', 0) < 0:
+    raise EvalConfigError(
+      f'config.evals.{name}.every_steps={merged["every_steps"]}; expected >= 0.'
+    )
   return merged
+
+
+def check_counts(name: str, c: dict, spec, num_examples: int, *, least: int, batch: tuple) -> dict:
+  """Resolves `c['num_images']` (0: all `num_examples`) and checks it and `c['batch_size']`.
+
+  Args:
+    name, c, spec: the entry's name, its checked fields and the data set, for the messages.
+    num_examples: how many examples the split (or `spec`) holds.
+    least: the fewest images the metrics take.
+    batch: (what the batch size must be a multiple of, that multiple in words).
+  """
+  split = f':{c["split"]}' if 'split' in c else ''
+  c['num_images'] = c['num_images'] or num_examples
+  if not least <= c['num_images'] <= num_examples:
+    raise EvalConfigError(
+      f'config.evals.{name}.num_images={c["num_images"]}; expected {least} to the {num_examples} '
+      f'examples of {spec.name}{split} (0: all).'
+    )
+  if c['batch_size'] <= 0 or c['batch_size'] % batch[0]:
+    raise EvalConfigError(
+      f'config.evals.{name}.batch_size={c["batch_size"]}; expected a positive {batch[1]}.'
+    )
+  return c
 
 
 def check_swd_size(name: str, height: int, width: int) -> None:

@@ -5,6 +5,7 @@ random subset of the training split, both palette-colorized.
 """
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from semgan_jax.evaluation.evaluator import (
   Evaluator,
   Progress,
   SetStatistics,
+  check_counts,
   check_fields,
   check_swd_size,
   distribution_metrics,
@@ -33,7 +35,7 @@ from semgan_jax.evaluation.evaluator import (
 LABEL_MAP_DEFAULTS = {
   'type': 'label_maps',
   'every_steps': 0,  # During training: every N steps and at the end (0: only --mode=eval).
-  'num_images': 2916,  # Real and generated maps compared (paper 2: the whole training set).
+  'num_images': 2916,  # Real and generated maps compared (paper 2: the whole training set; 0: all).
   'batch_size': 64,  # Global; a multiple of the device count.
   'seed': 0,  # Latents, the real subset, SWD patches and projections.
   'prefix': 'eval',  # Scalars are logged as <prefix>/<metric>.
@@ -49,23 +51,20 @@ LABEL_MAP_DEFAULTS = {
 
 def check_label_map_config(name: str, cfg, spec, num_examples: int, num_devices: int) -> dict:
   """Checks a `label_maps` entry against the data set and devices; returns it with defaults."""
-  c = check_fields(name, cfg, LABEL_MAP_DEFAULTS)
-  if c['num_images'] < 2:
-    raise EvalConfigError(f'config.evals.{name}.num_images={c["num_images"]}; expected >= 2.')
-  if c['num_images'] > num_examples:
-    raise EvalConfigError(
-      f'config.evals.{name}.num_images={c["num_images"]} exceeds the {num_examples} images of '
-      f'{spec.name}: SWD compares equal numbers of real and generated images.'
-    )
-  batch_size = c['batch_size']
-  if batch_size <= 0 or batch_size % num_devices or batch_size % (2 * jax.process_count()):
-    raise EvalConfigError(
-      f'config.evals.{name}.batch_size={batch_size}; expected a positive even multiple of the '
-      f'{num_devices} devices (MS-SSIM pairs the images of a batch) and of twice the '
-      f'{jax.process_count()} process(es).'
-    )
-  if c['every_steps'] < 0:
-    raise EvalConfigError(f'config.evals.{name}.every_steps={c["every_steps"]}; expected >= 0.')
+  processes = jax.process_count()
+  multiple = math.lcm(num_devices, 2 * processes)
+  c = check_counts(
+    name,
+    check_fields(name, cfg, LABEL_MAP_DEFAULTS),
+    spec,
+    num_examples,
+    least=2,  # SWD and MS-SSIM compare equal numbers of real and generated images, in pairs.
+    batch=(
+      multiple,
+      f'even multiple of the {num_devices} devices (MS-SSIM pairs the images of '
+      f'a batch) and of twice the {processes} process(es)',
+    ),
+  )
   if c['ms_ssim']:
     images = jax.ShapeDtypeStruct((2, spec.image_size, spec.image_size, 3), jnp.uint8)
     try:

@@ -26,20 +26,14 @@ MIOU_DEFAULTS = {
 
 def check_miou_config(name: str, cfg, spec, num_examples: int, num_devices: int) -> dict:
   """Checks a `miou` entry; returns it with defaults and `num_images` resolved."""
-  c = base.check_fields(name, cfg, MIOU_DEFAULTS)
-  c['num_images'] = c['num_images'] or num_examples
-  if not 1 <= c['num_images'] <= num_examples:
-    raise base.EvalConfigError(
-      f'config.evals.{name}.num_images={cfg.get("num_images")}; expected 1 to the '
-      f'{num_examples} pairs of {spec.name}:{c["split"]} (0: all).'
-    )
-  if c['batch_size'] <= 0 or c['batch_size'] % num_devices:
-    raise base.EvalConfigError(
-      f'config.evals.{name}.batch_size={c["batch_size"]}; expected a positive multiple of the '
-      f'{num_devices} devices.'
-    )
-  if c['every_steps'] < 0:
-    raise base.EvalConfigError(f'config.evals.{name}.every_steps={c["every_steps"]}; >= 0.')
+  c = base.check_counts(
+    name,
+    base.check_fields(name, cfg, MIOU_DEFAULTS),
+    spec,
+    num_examples,
+    least=1,
+    batch=(num_devices, f'multiple of the {num_devices} devices'),
+  )
   problem = segmenter.data_error(spec.num_classes, spec.height, spec.width)
   if problem:
     raise base.EvalConfigError(f'config.evals.{name}: {problem} ({spec.name}).')

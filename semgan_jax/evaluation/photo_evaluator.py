@@ -45,19 +45,14 @@ PHOTO_DEFAULTS = {
 
 def check_photo_config(name: str, cfg, spec, num_examples: int, num_devices: int) -> dict:
   """Checks a `photos` entry; returns it with defaults and `num_images` resolved."""
-  c = base.check_fields(name, cfg, PHOTO_DEFAULTS)
-  if c['num_images'] == 0:
-    c['num_images'] = num_examples
-  if not 2 <= c['num_images'] <= num_examples:
-    raise base.EvalConfigError(
-      f'config.evals.{name}.num_images={c["num_images"]}; expected 2 to the {num_examples} '
-      f'pairs of {spec.name}:{c["split"]} (0: all).'
-    )
-  if c['batch_size'] <= 0 or c['batch_size'] % num_devices:
-    raise base.EvalConfigError(
-      f'config.evals.{name}.batch_size={c["batch_size"]}; expected a positive multiple of the '
-      f'{num_devices} devices.'
-    )
+  c = base.check_counts(
+    name,
+    base.check_fields(name, cfg, PHOTO_DEFAULTS),
+    spec,
+    num_examples,
+    least=2,
+    batch=(num_devices, f'multiple of the {num_devices} devices'),
+  )
   if c['swd']:
     base.check_swd_size(name, spec.height, spec.width)
   problem = c['miou'] and segmenter.data_error(spec.num_classes, spec.height, spec.width)
