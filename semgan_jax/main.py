@@ -10,7 +10,7 @@ from ml_collections import config_flags
 
 from semgan_jax import tasks
 from semgan_jax.errors import UserInputError
-from semgan_jax.train import checkpointing, runner
+from semgan_jax.train import checkpointing, faults, runner
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -81,6 +81,12 @@ def main(argv):
   except (UserInputError, checkpointing.CheckpointError) as e:
     logging.debug('Input error', exc_info=True)
     sys.exit(f'semgan_jax: error: {e}')
+  except faults.Preempted as e:
+    logging.warning('%s', e)
+    sys.exit(e.exit_code)
+  except KeyboardInterrupt:  # Before training started (the loop itself saves and stops).
+    print('semgan_jax: interrupted; nothing was saved.', file=sys.stderr)
+    sys.exit(130)
 
 
 def _train(task, config, workdir):

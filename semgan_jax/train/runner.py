@@ -18,8 +18,6 @@ It owns what every run shares; the task (`semgan_jax.tasks`) supplies the rest:
 """
 
 import dataclasses
-import datetime
-import json
 import os
 import time
 import uuid
@@ -39,7 +37,7 @@ from semgan_jax.errors import UserInputError, expect, expect_positive
 from semgan_jax.evaluation import evaluator as evaluator_lib
 from semgan_jax.evaluation import registry
 from semgan_jax.tasks.base import Data, Task
-from semgan_jax.train import checkpointing, optim
+from semgan_jax.train import checkpointing, faults, optim, writers
 from semgan_jax.train.writers import create_metric_writer
 
 STREAMS = {'init': 0, 'sample': 1}  # Named streams of randomness, fold_in(key(seed), index).
@@ -186,47 +184,6 @@ def format_duration(seconds: float) -> str:
   return f'{h}h{m:02d}m' if h else f'{m}m{s:02d}s'
 
 
-def _write_json(path: epath.Path, payload: dict) -> None:
-  """Writes JSON atomically (temp file, then rename): a reader never sees half a file."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / f'.{path.name}.tmp'
-  tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, allow_nan=True) + '\n')
-  os.replace(tmp, path)
-
-
-def run_evaluators(evaluators: dict, state, workdir: str, writer=None) -> dict:
-  """Runs `evaluators` on `state`, logs `<prefix>/<metric>` scalars, writes the results JSON.
-
-  The JSON goes to `workdir/eval/step_<step>.json`: per evaluator, its metrics and the protocol
-  that produced them (resize convention, MS-SSIM variant, image counts, palette, ...).
-
-  Returns:
-    The JSON's content.
-  """
-  step = int(state.step)
-  results = {}
-  for name, evaluator in evaluators.items():
-    logging.info('Evaluating %r at step %d...', name, step)
-    results[name] = evaluator.run(state)
-    metrics = results[name]['metrics']
-    shown = ' | '.join(f'{k} {v:.4g}' for k, v in metrics.items() if '/' not in k)
-    logging.info('eval %s step %d | %s', name, step, shown)
-    if writer is not None:
-      prefix = evaluator.cfg['prefix']
-      writer.write_scalars(step, {f'{prefix}/{k}': v for k, v in metrics.items()})
-  payload = {
-    'step': step,
-    'workdir': workdir,
-    'time': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
-    'evaluators': results,
-  }
-  path = epath.Path(workdir) / 'eval' / f'step_{step:07d}.json'
-  if jax.process_index() == 0:
-    _write_json(path, payload)
-    logging.info('Wrote %s', path)
-  return payload
-
-
 def train(task: Task, config: ml_collections.ConfigDict, workdir: str):
   """Trains `task` as `config` says, resuming from `workdir` if it holds a checkpoint.
 
@@ -247,7 +204,10 @@ def train(task: Task, config: ml_collections.ConfigDict, workdir: str):
     config.train.num_samples if task.sample_name else 0,
     rng_streams(config.seed)['sample'],
   )
-  train_step = jit_train_step(task.make_train_step(config, run.spec), run.mesh)
+  step = faults.guard_step(
+    task.make_train_step(config, run.spec), config.train.get('skip_nonfinite_steps', False)
+  )
+  train_step = jit_train_step(step, run.mesh)
   prepare_workdir(run.workdir)
   ckpt = checkpointing.Checkpointer(run.workdir, max_to_keep=config.train.max_checkpoints)
   state = run.state
@@ -267,7 +227,8 @@ def train(task: Task, config: ml_collections.ConfigDict, workdir: str):
     '%s, steps %d -> %d.', task.describe_run(config, run.spec, run.data), start_step, run.num_steps
   )
   try:
-    state = _loop(run, state, start_step, train_step, sampler, ckpt, writer)
+    with faults.StopSignals() as stop:
+      state = _loop(run, state, start_step, train_step, sampler, ckpt, writer, stop)
   finally:
     ckpt.close()
     writer.flush()
@@ -276,13 +237,44 @@ def train(task: Task, config: ml_collections.ConfigDict, workdir: str):
   return state
 
 
-def _loop(run: Run, state, start_step: int, train_step, sampler, ckpt, writer):
-  """Steps, progress lines, scalars, samples, checkpoints and evaluators on their cadences."""
+class _Saver:
+  """Checkpoints on the cadence, never from a non-finite state: before each save the finite flags
+  of the steps since the last check and the parameters are read (the host syncs there anyway)."""
+
+  def __init__(self, run: Run, ckpt):
+    self.run, self.ckpt = run, ckpt
+    self.checked = 0  # Steps whose metrics passed the finite check.
+    self._params = faults.NonFiniteParams()
+
+  def check(self, fetched: list[dict], done: int) -> None:
+    """Raises NonFiniteError on the first non-finite metric of steps `checked + 1 .. done`."""
+    bad = faults.first_nonfinite_metric(fetched, self.checked)
+    if bad is not None:
+      self._diverged(*bad)
+    self.checked = done
+
+  def save(self, done: int, state, pending: list) -> None:
+    self.check(jax.device_get(pending), done)
+    bad = self._params.names(checkpointing.state_to_tree(state))
+    if bad:
+      self._diverged(done, f'{bad[0]} (of {len(bad)} state arrays)')
+    self.ckpt.save(done, state, self.run.data.iterator, force=True)
+
+  def _diverged(self, step: int, what: str):
+    self.ckpt.wait_until_finished()
+    raise faults.NonFiniteError(faults.diverged_message(step, what, self.ckpt.latest_step()))
+
+
+def _loop(run: Run, state, start_step: int, train_step, sampler, ckpt, writer, stop):
+  """Steps, progress lines, scalars, samples, checkpoints and evaluators on their cadences;
+  stops after saving the current step when `stop` says so."""
   t, num_steps, mesh = run.config.train, run.num_steps, run.mesh
   # The training key leaves the (donated) state once, so per-step keys need no state access.
   train_rng = jax.random.wrap_key_data(
     np.asarray(jax.random.key_data(state.rng)), impl=jax.random.key_impl(state.rng)
   )
+  saver = _Saver(run, ckpt)
+  saver.checked = start_step
   pending, timing_start, timed_steps = [], None, 0
   for step in range(start_step, num_steps):
     batch = parallel.make_global_batch(next(run.data.iterator), mesh)
@@ -298,10 +290,15 @@ def _loop(run: Run, state, start_step: int, train_step, sampler, ckpt, writer):
     else:
       timed_steps += 1
     last = done == num_steps
-    if done % t.log_every_steps == 0 or last:
+    log_step = done % t.log_every_steps == 0 or last
+    if log_step:
       fetched = jax.device_get(pending)
-      summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+      saver.check(fetched, done)
       pending = []
+      kept = [m for m in fetched if not m.get(faults.SKIPPED)] or fetched
+      summary = {k: float(np.mean([m[k] for m in kept])) for k in fetched[0] if k != faults.FINITE}
+      if faults.SKIPPED in summary:
+        summary[faults.SKIPPED] = float(sum(m[faults.SKIPPED] for m in fetched))
       rate = timed_steps / max(time.perf_counter() - timing_start, 1e-9) if timed_steps else 0.0
       summary['train/steps_per_sec'] = rate
       summary['train/lr'] = float(run.schedule(done))
@@ -315,22 +312,25 @@ def _loop(run: Run, state, start_step: int, train_step, sampler, ckpt, writer):
         rate,
         eta,
       )
-      if not all(np.isfinite(v) for v in summary.values()):
-        raise FloatingPointError(f'non-finite training metrics at step {done}: {summary}')
-    if sampler is not None and (done % t.sample_every_steps == 0 or last):
+    stopping = stop.should_stop(done, agree=log_step)
+    if sampler is not None and (done % t.sample_every_steps == 0 or last) and not stopping:
       grid, _ = sampler(state)
       if jax.process_index() == 0:
         images.write_png(epath.Path(run.workdir) / 'samples' / f'step_{done:07d}.png', grid)
         writer.write_images(done, {'samples': grid[None]})
-    if done % t.ckpt_every_steps == 0 or last:
-      ckpt.save(done, state, run.data.iterator, force=True)
+    if done % t.ckpt_every_steps == 0 or last or stopping:
+      saver.save(done, state, pending)
+      pending = []
+    if stopping:
+      ckpt.wait_until_finished()
+      raise faults.Preempted(done, stop.signum)
     due = {
       name: ev
       for name, ev in run.evaluators.items()
       if ev.cfg['every_steps'] and (done % ev.cfg['every_steps'] == 0 or last)
     }
     if due:
-      run_evaluators(due, state, run.workdir, writer)
+      writers.run_evaluators(due, state, run.workdir, writer)
   if start_step >= num_steps:
     logging.info('Nothing to do: the checkpoint is at step %d >= num_steps.', start_step)
   ckpt.wait_until_finished()
@@ -354,7 +354,7 @@ def evaluate(task: Task, config: ml_collections.ConfigDict, workdir: str, *, ste
   state = _restore(run, step)
   writer = create_metric_writer(run.workdir)
   try:
-    return run_evaluators(run.evaluators, state, run.workdir, writer)
+    return writers.run_evaluators(run.evaluators, state, run.workdir, writer)
   finally:
     writer.flush()
     writer.close()

@@ -1,4 +1,5 @@
-"""Metric writers: TensorBoard event files from process 0, without TensorFlow.
+"""What a run writes besides checkpoints: TensorBoard events (process 0, without TensorFlow) and
+the evaluation results JSON.
 
 clu's `metric_writers` package imports TensorFlow when imported (clu 0.0.12), and training here is
 TF-free, so this module offers the same method names (`write_scalars`, `write_images`,
@@ -6,11 +7,16 @@ TF-free, so this module offers the same method names (`write_scalars`, `write_im
 files. Code written against clu's writers works with these unchanged.
 """
 
+import datetime
+import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
+from etils import epath
 
 
 class TensorBoardWriter:
@@ -75,3 +81,44 @@ class NullWriter:
 def create_metric_writer(logdir: str) -> TensorBoardWriter | NullWriter:
   """TensorBoard summaries in `logdir` from process 0; a writer that drops everything elsewhere."""
   return TensorBoardWriter(logdir) if jax.process_index() == 0 else NullWriter()
+
+
+def write_json_atomically(path: epath.Path, payload: dict) -> None:
+  """Writes JSON atomically (temp file, then rename): a reader never sees half a file."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f'.{path.name}.tmp'
+  tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, allow_nan=True) + '\n')
+  os.replace(tmp, path)
+
+
+def run_evaluators(evaluators: dict, state, workdir: str, writer=None) -> dict:
+  """Runs `evaluators` on `state`, logs `<prefix>/<metric>` scalars, writes the results JSON.
+
+  The JSON goes to `workdir/eval/step_<step>.json`: per evaluator, its metrics and the protocol
+  that produced them (resize convention, MS-SSIM variant, image counts, palette, ...).
+
+  Returns:
+    The JSON's content.
+  """
+  step = int(state.step)
+  results = {}
+  for name, evaluator in evaluators.items():
+    logging.info('Evaluating %r at step %d...', name, step)
+    results[name] = evaluator.run(state)
+    metrics = results[name]['metrics']
+    shown = ' | '.join(f'{k} {v:.4g}' for k, v in metrics.items() if '/' not in k)
+    logging.info('eval %s step %d | %s', name, step, shown)
+    if writer is not None:
+      prefix = evaluator.cfg['prefix']
+      writer.write_scalars(step, {f'{prefix}/{k}': v for k, v in metrics.items()})
+  payload = {
+    'step': step,
+    'workdir': workdir,
+    'time': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
+    'evaluators': results,
+  }
+  path = epath.Path(workdir) / 'eval' / f'step_{step:07d}.json'
+  if jax.process_index() == 0:
+    write_json_atomically(path, payload)
+    logging.info('Wrote %s', path)
+  return payload
