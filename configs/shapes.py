@@ -60,6 +60,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.train.sample_every_steps = 1_000  # PNG grid of `num_samples` maps, fixed latents.
   config.train.num_samples = 64
   config.train.max_checkpoints = 3  # Older checkpoints are deleted.
+  # A step with a non-finite loss stops the run (nothing is saved from it); True skips its update
+  # instead, counted in train/skipped_nonfinite.
+  config.train.skip_nonfinite_steps = False
 
   # Evaluators, run by --mode=eval and during training every `every_steps` (0: only by
   # --mode=eval); all fields and defaults: semgan_jax/evaluation/evaluator.py.

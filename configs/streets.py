@@ -72,6 +72,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.train.sample_every_steps = 250
   config.train.num_samples = 8  # Validation pairs shown as label | generated | real rows.
   config.train.max_checkpoints = 3
+  # A step with a non-finite loss stops the run (nothing is saved from it); True skips its update
+  # instead, counted in train/skipped_nonfinite.
+  config.train.skip_nonfinite_steps = False
 
   # Held-out pairs translated and compared with their photos (fields: PHOTO_DEFAULTS in
   # semgan_jax/evaluation/photo_evaluator.py); at the end of training and by --mode=eval.

@@ -56,6 +56,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.train.log_every_steps = 50
   config.train.ckpt_every_steps = 300
   config.train.max_checkpoints = 3
+  # A step with a non-finite loss stops the run (nothing is saved from it); True skips its update
+  # instead, counted in train/skipped_nonfinite.
+  config.train.skip_nonfinite_steps = False
   # Where the trained variables go, in the format of semgan_jax.weights.erfnet ('' =
   # <workdir>/erfnet_streets.npz); written at the end of training.
   config.train.export_path = ''

@@ -21,7 +21,9 @@ flags.DEFINE_enum(
   'mode', 'train', ['train', 'sample', 'eval'], 'What to do with the config and workdir.'
 )
 flags.DEFINE_integer(
-  'checkpoint_step', None, '--mode=eval: the checkpoint to evaluate (default: the latest).'
+  'checkpoint_step',
+  None,
+  '--mode=eval|sample: the checkpoint to use (default: the newest readable one).',
 )
 flags.DEFINE_integer('num_samples', 64, '--mode=sample: how many label maps to generate.')
 flags.DEFINE_integer('sample_seed', None, '--mode=sample: latent seed (default: config.seed).')
@@ -95,7 +97,12 @@ def _train(task, config, workdir):
 
 def _sample(task, config, workdir):
   paths = runner.sample(
-    task, config, workdir, num_samples=FLAGS.num_samples, seed=FLAGS.sample_seed
+    task,
+    config,
+    workdir,
+    num_samples=FLAGS.num_samples,
+    seed=FLAGS.sample_seed,
+    step=FLAGS.checkpoint_step,
   )
   print('Wrote ' + ' and '.join(paths.values()))
 

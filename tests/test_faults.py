@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,3 +215,70 @@ def test_a_second_signal_exits_at_once(signum):
   )
   assert result.stdout == 'asked to stop\n', result.stderr
   assert result.returncode == -signum
+
+
+# --- Corrupt checkpoints. ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def trained(tiny_config, tmp_path_factory):
+  """A tiny run with checkpoints at steps 2 and 4 (copy it before damaging it)."""
+  workdir = tmp_path_factory.mktemp('trained') / 'run'
+  config = _config(tiny_config, num_steps=4, ckpt_every_steps=2, log_every_steps=2)
+  runner.train(TASKS['semgan'], config, str(workdir))
+  return config, workdir
+
+
+def _truncate_largest(step_dir):
+  files = sorted((p for p in step_dir.rglob('*') if p.is_file()), key=lambda p: p.stat().st_size)
+  files[-1].write_bytes(files[-1].read_bytes()[:1000])
+
+
+DAMAGE = {
+  'truncated': _truncate_largest,
+  'missing metadata': lambda d: (d / 'state' / '_METADATA').unlink(),
+  'empty metadata': lambda d: (d / 'state' / '_METADATA').write_text(''),
+}
+REASONS = {
+  'truncated': 'cannot be read: truncated or damaged (OUT_OF_RANGE',
+  'missing metadata': 'cannot be read: state/_METADATA is missing or empty',
+  'empty metadata': 'cannot be read: state/_METADATA is missing or empty',
+}
+
+
+@pytest.mark.parametrize('damage', sorted(DAMAGE))
+def test_an_unreadable_latest_checkpoint_falls_back(trained, tmp_path, damage, caplog, capfd):
+  config, source = trained
+  workdir = tmp_path / 'run'
+  shutil.copytree(source, workdir)
+  DAMAGE[damage](workdir / 'checkpoints' / '4')
+  with caplog.at_level('WARNING'):
+    paths = runner.sample(TASKS['semgan'], config, str(workdir), num_samples=2)
+  assert paths['png'].endswith('sample_step2.png')
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+  assert len(warnings) == 2, warnings
+  assert f'checkpoints/4 {REASONS[damage]}' in warnings[0]
+  assert 'Delete that directory' in warnings[0] and (workdir / 'checkpoints' / '4').is_dir()
+  assert warnings[1] == 'Falling back to the checkpoint at step 2.'
+  # Asked for by number, the damaged step is an error that names it.
+  with pytest.raises(
+    checkpointing.CheckpointError, match=f'checkpoints/4 {re.escape(REASONS[damage])}'
+  ):
+    runner.sample(TASKS['semgan'], config, str(workdir), num_samples=2, step=4)
+  # Training writes step 4 again: the damaged one is moved aside, not deleted.
+  state = runner.train(TASKS['semgan'], config, str(workdir))
+  assert int(state.step) == 4
+  assert (workdir / 'unreadable_checkpoints' / '4').is_dir()
+  assert 'Traceback' not in capfd.readouterr().err
+
+
+def test_no_readable_checkpoint_is_one_error(trained, tmp_path):
+  config, source = trained
+  workdir = tmp_path / 'run'
+  shutil.copytree(source, workdir)
+  for step in (2, 4):
+    (workdir / 'checkpoints' / str(step) / 'state' / '_METADATA').unlink()
+  with pytest.raises(
+    checkpointing.CheckpointError, match='checkpoints/2 cannot .*No older checkpoint'
+  ):
+    runner.evaluate(TASKS['semgan'], config, str(workdir))

@@ -3,14 +3,19 @@
 import dataclasses
 import json
 import os
+import re
+import sys
+import time
 from typing import Any
 
 import grain
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
 CONFIG_FILE = 'config.json'
 
@@ -130,6 +135,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, max_to_keep: int = 3):
     self.directory = epath.Path(workdir).absolute() / 'checkpoints'
+    _quiet_abandoned_reads()  # Before any restore: abandoned reads may report at once.
     self._manager = ocp.CheckpointManager(
       self.directory,
       options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
@@ -155,30 +161,67 @@ class Checkpointer:
       logging.info('Saving checkpoint at step %d to %s', step, self.directory)
     return saved
 
-  def restore(self, template, data_iterator=None, step: int | None = None):
-    """Restores `step` (default: latest) into the shardings of `template`; moves the iterator.
+  def restore(self, template, data_iterator=None, step: int | None = None, *, set_aside=False):
+    """Restores `step` (default: the newest readable one) into the shardings of `template`, and
+    moves the iterator there.
+
+    A latest step that cannot be read (truncated or missing files, another architecture) is
+    named in one warning with the reason, and the next older step is tried. Nothing is deleted:
+    with `set_aside` (training, which will write those step numbers again) an unreadable step is
+    moved to `<workdir>/unreadable_checkpoints/`, otherwise it stays where it is.
 
     Raises:
-      CheckpointError: if there is no checkpoint, or its arrays do not fit the template (written
-        by another architecture).
+      CheckpointError: no checkpoint; `step` is absent or unreadable; no step is readable.
     """
-    step = self._manager.latest_step() if step is None else step
-    if step is None:
+    steps = self.all_steps()
+    if not steps:
       raise CheckpointError(f'no checkpoint found in {self.directory}.')
-    if step not in self.all_steps():
-      raise CheckpointError(
-        f'no checkpoint at step {step} in {self.directory}; it has steps {self.all_steps()}.'
-      )
+    if step is not None:
+      if step not in steps:
+        raise CheckpointError(f'no checkpoint at step {step} in {self.directory}; it has {steps}.')
+      return self._restore_step(step, template, data_iterator)
+    for newer, candidate in zip([None, *steps[::-1]], steps[::-1], strict=False):
+      if newer is not None:
+        logging.warning('Falling back to the checkpoint at step %d.', candidate)
+      try:
+        return self._restore_step(candidate, template, data_iterator)
+      except CheckpointError as e:
+        if candidate == steps[0]:
+          raise CheckpointError(f'{e} No older checkpoint is readable.') from e
+        if set_aside:
+          logging.warning('%s Moved it to %s.', e, self._set_aside(candidate))
+        else:
+          logging.warning('%s Delete that directory once you no longer need it.', e)
+    raise AssertionError('unreachable')
+
+  def _set_aside(self, step: int) -> epath.Path:
+    """Moves an unreadable step out of the manager's directory (process 0; all wait)."""
+    target = self.directory.parent / 'unreadable_checkpoints' / str(step)
+    if jax.process_index() == 0:
+      target.parent.mkdir(parents=True, exist_ok=True)
+      if target.exists():
+        target = target.with_name(f'{step}.{int(time.time())}')
+      (self.directory / str(step)).rename(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'set aside checkpoint {step}')
+    self._manager.reload()
+    return target
+
+  def _restore_step(self, step: int, template, data_iterator):
+    path = self.directory / str(step)
+    for required in ['state/_METADATA'] + ([_data_file()] if data_iterator is not None else []):
+      if not (path / required).is_file() or not os.path.getsize(path / required):
+        raise CheckpointError(f'checkpoint {path} cannot be read: {required} is missing or empty.')
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_to_tree(template))
     items = {'state': ocp.args.StandardRestore(abstract)}
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    except (ValueError, KeyError, TypeError) as e:
-      raise CheckpointError(
-        f'checkpoint {self.directory / str(step)} does not match the current model ({e}).'
-      ) from e
+    except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise many types; all mean this)
+      raise CheckpointError(f'checkpoint {path} {_restore_reason(e)}.') from e
+    if not _all_finite(restored['state']):
+      raise CheckpointError(f'checkpoint {path} holds NaN or infinite values (damaged).')
     logging.info('Restored checkpoint at step %d from %s', step, self.directory)
     return tree_to_state(restored['state'], template)
 
@@ -187,3 +230,56 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
+
+
+def _data_file() -> str:
+  """This process's input-position file in a checkpoint."""
+  return f'data/process_{jax.process_index()}-of-{jax.process_count()}.json'
+
+
+def _restore_reason(error: BaseException) -> str:
+  """Why a restore failed, in a few words and the most specific line of the library's messages."""
+  chain = []
+  while error is not None and len(chain) < 8:
+    chain.append(error)
+    error = error.__cause__ or error.__context__
+  texts = [' '.join(str(e).split()) for e in chain]
+  for text in texts:
+    # TensorStore's status codes name the damage (short reads, bad chunks, missing files).
+    detail = re.search(r'\b(OUT_OF_RANGE|DATA_LOSS|NOT_FOUND|FAILED_PRECONDITION): .*', text)
+    if detail:
+      return f'cannot be read: truncated or damaged ({detail.group(0)[:300]})'
+  first = chain[0]
+  if isinstance(first, ValueError | KeyError | TypeError):
+    return f'does not match the current model ({texts[0][:300]})'
+  return f'cannot be read ({texts[0][:300]})'
+
+
+def _quiet_abandoned_reads() -> None:
+  """Drops the errors of a failed restore's abandoned reads.
+
+  When one array of a restore fails, orbax stops waiting for the others and closes its event
+  loop while TensorStore still reads them; each then reports, as an unraisable error, that it
+  failed too or could not call back. Those reports say nothing new (the failure is reported once,
+  by the caller), so this filter drops exactly them.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, 'drops_abandoned_reads', False):
+    return
+
+  def hook(unraisable):
+    value, source = unraisable.exc_value, getattr(unraisable.object, '__qualname__', '')
+    if isinstance(value, RuntimeError) and str(value) == 'Event loop is closed':
+      return
+    if 'read_array' in str(source):  # orbax's per-array read coroutines
+      return
+    previous(unraisable)
+
+  hook.drops_abandoned_reads = True
+  sys.unraisablehook = hook

@@ -24,6 +24,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from semgan_jax.errors import UserInputError
+from semgan_jax.train import checkpointing
 
 FINITE = 'train/finite'  # The guarded step's flag; popped before metrics are logged.
 SKIPPED = 'train/skipped_nonfinite'
@@ -162,3 +163,31 @@ def diverged_message(step: int, what: str, last_good: int | None) -> str:
     f'training diverged: {what} is not finite at step {step}, and no checkpoint was written '
     f'from it. {resume} (or set --config.train.skip_nonfinite_steps=True to skip such steps).'
   )
+
+
+class SafeSaver:
+  """Checkpoints on the cadence, never from a non-finite state: before each save the finite flags
+  of the steps since the last check and the parameters are read (the host syncs there anyway)."""
+
+  def __init__(self, ckpt, data_iterator, checked: int):
+    self.ckpt, self.data_iterator = ckpt, data_iterator
+    self.checked = checked  # Steps whose metrics passed the finite check.
+    self._params = NonFiniteParams()
+
+  def check(self, fetched: list[dict], done: int) -> None:
+    """Raises NonFiniteError on the first non-finite metric of steps `checked + 1 .. done`."""
+    bad = first_nonfinite_metric(fetched, self.checked)
+    if bad is not None:
+      self._diverged(*bad)
+    self.checked = done
+
+  def save(self, done: int, state, pending: list) -> None:
+    self.check(jax.device_get(pending), done)
+    bad = self._params.names(checkpointing.state_to_tree(state))
+    if bad:
+      self._diverged(done, f'{bad[0]} (of {len(bad)} state arrays)')
+    self.ckpt.save(done, state, self.data_iterator, force=True)
+
+  def _diverged(self, step: int, what: str):
+    self.ckpt.wait_until_finished()
+    raise NonFiniteError(diverged_message(step, what, self.ckpt.latest_step()))

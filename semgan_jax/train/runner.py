@@ -63,6 +63,10 @@ def check_shared_config(task: Task, config: ml_collections.ConfigDict) -> None:
   if task.sample_name:
     cadences += ['sample_every_steps', 'num_samples']
   expect_positive(config.train, 'train', cadences)
+  skip = config.train.get('skip_nonfinite_steps', False)
+  expect(
+    isinstance(skip, bool), f'config.train.skip_nonfinite_steps={skip!r}; expected True/False.'
+  )
   optim.check_optim_config(config.optim)
 
 
@@ -212,7 +216,7 @@ def train(task: Task, config: ml_collections.ConfigDict, workdir: str):
   ckpt = checkpointing.Checkpointer(run.workdir, max_to_keep=config.train.max_checkpoints)
   state = run.state
   if ckpt.latest_step() is not None:
-    state = ckpt.restore(state, run.data.iterator)
+    state = ckpt.restore(state, run.data.iterator, set_aside=True)
   else:
     checkpointing.write_config(run.workdir, config)
   for name, params in task.networks(state).items():
@@ -237,34 +241,6 @@ def train(task: Task, config: ml_collections.ConfigDict, workdir: str):
   return state
 
 
-class _Saver:
-  """Checkpoints on the cadence, never from a non-finite state: before each save the finite flags
-  of the steps since the last check and the parameters are read (the host syncs there anyway)."""
-
-  def __init__(self, run: Run, ckpt):
-    self.run, self.ckpt = run, ckpt
-    self.checked = 0  # Steps whose metrics passed the finite check.
-    self._params = faults.NonFiniteParams()
-
-  def check(self, fetched: list[dict], done: int) -> None:
-    """Raises NonFiniteError on the first non-finite metric of steps `checked + 1 .. done`."""
-    bad = faults.first_nonfinite_metric(fetched, self.checked)
-    if bad is not None:
-      self._diverged(*bad)
-    self.checked = done
-
-  def save(self, done: int, state, pending: list) -> None:
-    self.check(jax.device_get(pending), done)
-    bad = self._params.names(checkpointing.state_to_tree(state))
-    if bad:
-      self._diverged(done, f'{bad[0]} (of {len(bad)} state arrays)')
-    self.ckpt.save(done, state, self.run.data.iterator, force=True)
-
-  def _diverged(self, step: int, what: str):
-    self.ckpt.wait_until_finished()
-    raise faults.NonFiniteError(faults.diverged_message(step, what, self.ckpt.latest_step()))
-
-
 def _loop(run: Run, state, start_step: int, train_step, sampler, ckpt, writer, stop):
   """Steps, progress lines, scalars, samples, checkpoints and evaluators on their cadences;
   stops after saving the current step when `stop` says so."""
@@ -273,8 +249,7 @@ def _loop(run: Run, state, start_step: int, train_step, sampler, ckpt, writer, s
   train_rng = jax.random.wrap_key_data(
     np.asarray(jax.random.key_data(state.rng)), impl=jax.random.key_impl(state.rng)
   )
-  saver = _Saver(run, ckpt)
-  saver.checked = start_step
+  saver = faults.SafeSaver(ckpt, run.data.iterator, checked=start_step)
   pending, timing_start, timed_steps = [], None, 0
   for step in range(start_step, num_steps):
     batch = parallel.make_global_batch(next(run.data.iterator), mesh)
@@ -361,10 +336,17 @@ def evaluate(task: Task, config: ml_collections.ConfigDict, workdir: str, *, ste
 
 
 def sample(
-  task: Task, config: ml_collections.ConfigDict, workdir: str, *, num_samples: int, seed=None
+  task: Task,
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  num_samples: int,
+  seed=None,
+  step=None,
 ) -> dict[str, str]:
   """`--mode=sample`: the task's sample grid of a checkpoint of `workdir` (the latest), written
-  as `samples/<name>_step<S>.png`, with the task's array as `.npy` next to it.
+  as `samples/<name>_step<S>.png`, with the task's array as `.npy` next to it. `step` picks the
+  checkpoint (default: the newest readable one).
 
   `seed` replaces `config.seed` for the sample stream (tasks with random inputs).
 
@@ -377,7 +359,7 @@ def sample(
   )
   expect(num_samples > 0, f'--num_samples={num_samples}; expected a positive integer.')
   run = open_run(task, config, workdir, mode='sample')
-  state = _restore(run, None)
+  state = _restore(run, step)
   rng = rng_streams(config.seed if seed is None else seed)['sample']
   grid, array = task.make_sampler(config, run.spec, run.data, run.mesh, num_samples, rng)(state)
   out = epath.Path(run.workdir) / 'samples'
