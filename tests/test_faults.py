@@ -1,6 +1,7 @@
 """Faults a run survives: SIGTERM/SIGINT (saved, resumable), non-finite steps, corrupt files."""
 
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -13,6 +14,8 @@ import numpy as np
 import pytest
 from conftest import FAST_COMPILE_FLAGS, read_scalars
 
+from semgan_jax import data
+from semgan_jax.errors import UserInputError
 from semgan_jax.tasks import TASKS
 from semgan_jax.train import checkpointing, faults, runner
 
@@ -282,3 +285,41 @@ def test_no_readable_checkpoint_is_one_error(trained, tmp_path):
     checkpointing.CheckpointError, match='checkpoints/2 cannot .*No older checkpoint'
   ):
     runner.evaluate(TASKS['semgan'], config, str(workdir))
+
+
+# --- Corrupt prepared data and weights. ---------------------------------------------------------
+
+
+@pytest.fixture
+def damaged_data(tfds_dir, tmp_path):
+  """A copy of the session's prepared colored_shapes, and its train file."""
+  data_dir = tmp_path / 'tfds'
+  shutil.copytree(pathlib.Path(tfds_dir) / 'colored_shapes', data_dir / 'colored_shapes')
+  (train_file,) = data_dir.glob('colored_shapes/*/colored_shapes-train.array_record*')
+  return data_dir, train_file
+
+
+def test_a_truncated_prepared_file_is_one_error_and_nothing_is_written(
+  tiny_config, damaged_data, tmp_path
+):
+  data_dir, train_file = damaged_data
+  train_file.write_bytes(train_file.read_bytes()[: train_file.stat().st_size // 3])
+  config = _config(tiny_config)
+  config.data.data_dir = str(data_dir)
+  workdir = tmp_path / 'run'
+  message = f'{train_file}\\) cannot be read .*Prepare it again: delete {train_file.parent}'
+  with pytest.raises(UserInputError, match=message):
+    runner.train(TASKS['semgan'], config, str(workdir))
+  assert not workdir.exists()
+
+
+def test_a_damaged_record_names_the_file(damaged_data):
+  data_dir, train_file = damaged_data
+  raw = bytearray(train_file.read_bytes())
+  for offset in range(len(raw) // 3, len(raw) // 3 + 64):
+    raw[offset] ^= 0xFF
+  train_file.write_bytes(bytes(raw))
+  source = data.load_source('colored_shapes', str(data_dir))
+  with pytest.raises(data.PreparedDataError, match=re.escape(str(train_file))):
+    for index in range(len(source)):
+      source[index]

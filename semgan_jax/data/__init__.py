@@ -17,6 +17,7 @@ from semgan_jax.data.paired import create_paired_iterator
 from semgan_jax.data.pipeline import (
   DATASETS,
   DatasetSpec,
+  PreparedDataError,
   colorize,
   create_input_iterator,
   get_dataset_spec,
@@ -38,6 +39,7 @@ __all__ = [
   'CityscapesFilesError',
   'ColoredShapes',
   'DatasetSpec',
+  'PreparedDataError',
   'Streets',
   'colorize',
   'create_input_iterator',

@@ -20,6 +20,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from semgan_jax.data import batching, cityscapes, colored_shapes, streets
+from semgan_jax.errors import UserInputError
 
 # Elements of the iterator are whole batches, so a short queue already keeps the device busy;
 # grain's default (500 elements) would hold hundreds of one-hot batches in host memory.
@@ -200,8 +201,9 @@ def load_source(
       None for tfds's `<data_dir>/downloads/manual`.
 
   Returns:
-    A tfds `ArrayRecordDataSource` (supports `len()` and indexing); each element is a dict of
-    numpy arrays with the data set's features.
+    A `CheckedSource` over tfds's `ArrayRecordDataSource` (supports `len()` and indexing; read
+    errors become a `PreparedDataError` naming the files); each element is a dict of numpy
+    arrays with the data set's features.
 
   Raises:
     ValueError: If `name`, `config_name` or `split` is unknown, `manual_dir` is given for a data
@@ -241,7 +243,49 @@ def load_source(
     raise ValueError(
       f'Dataset {name!r} has no split {split!r}; splits: {list(builder.info.splits)}'
     )
-  return builder.as_data_source(split=split)
+  return CheckedSource(builder.as_data_source(split=split), builder, split)
+
+
+class PreparedDataError(UserInputError):
+  """A prepared data set's files cannot be read (truncated, damaged): names them and the fix."""
+
+
+class CheckedSource:
+  """A data source whose read errors name the prepared files and how to prepare them again.
+
+  Everything else (`len()`, attributes such as `dataset_info`) is the wrapped source's.
+  """
+
+  def __init__(self, source, builder: tfds.core.DatasetBuilder, split: str):
+    self._source, self._builder, self._split = source, builder, split
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index):
+    try:
+      return self._source[index]
+    except Exception as e:  # noqa: BLE001 (Riegeli, protobuf and decoders raise many types)
+      raise self._error(e) from e
+
+  def __getitems__(self, indices):
+    try:
+      return self._source.__getitems__(indices)
+    except Exception as e:  # noqa: BLE001
+      raise self._error(e) from e
+
+  def __getattr__(self, name):
+    return getattr(self._source, name)
+
+  def _error(self, error: Exception) -> PreparedDataError:
+    files = [os.fspath(f) for f in self._builder.info.splits[self._split].filepaths]
+    where = files[0] if len(files) == 1 else f'{len(files)} files in {self._builder.data_dir}'
+    reason = ' '.join(str(error).split())[:300]
+    return PreparedDataError(
+      f'the prepared {self._builder.name} data ({self._split} split, {where}) cannot be read '
+      f'({reason}). Prepare it again: delete {self._builder.data_dir} and re-run the same '
+      'command (it is prepared on first use).'
+    )
 
 
 def create_input_iterator(

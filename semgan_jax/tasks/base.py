@@ -43,13 +43,14 @@ class Data:
 
 def split_loader(config: ml_collections.ConfigDict) -> Callable[[str], Any]:
   """`split -> source` of `config.data`'s set, prepared on first use; each split opened once.
-  Missing or broken files become one line naming the data set."""
+  Missing or broken files (also a split whose first or last record cannot be read) become one
+  line naming the data set."""
 
   @functools.cache
   def load(split: str):
     d = config.data
     try:
-      return data_lib.load_source(
+      source = data_lib.load_source(
         d.name,
         d.data_dir,
         split=split,
@@ -58,6 +59,9 @@ def split_loader(config: ml_collections.ConfigDict) -> Callable[[str], Any]:
       )
     except (OSError, ValueError) as e:
       raise UserInputError(f'data set {d.name!r}: {e}') from e
+    # A truncated file fails on its first or last record: found before anything is written.
+    source[0], source[len(source) - 1]  # noqa: B018
+    return source
 
   return load
 
