@@ -90,7 +90,8 @@ class WeightFile:
       self.expected_shapes(),
       source=source,
       what=self.architecture,
-      how_to_fix=f'It must be {self._producers()}. {self.how_to_get}',
+      how_to_fix=f'It must be {self._producers()} (`python -m {self.module} --help` says where '
+      f'the published {self.published_file} comes from).',
     )
 
   def _producers(self) -> str:
