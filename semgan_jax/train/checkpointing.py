@@ -178,7 +178,9 @@ class Checkpointer:
       raise CheckpointError(f'no checkpoint found in {self.directory}.')
     if step is not None:
       if step not in steps:
-        raise CheckpointError(f'no checkpoint at step {step} in {self.directory}; it has {steps}.')
+        raise CheckpointError(
+          f'no checkpoint at step {step} in {self.directory}; it has steps {steps}.'
+        )
       return self._restore_step(step, template, data_iterator)
     for newer, candidate in zip([None, *steps[::-1]], steps[::-1], strict=False):
       if newer is not None:
