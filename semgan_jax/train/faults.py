@@ -8,7 +8,7 @@
   got (SIGINT) is agreed on at the next logging step.
 - `guard_step`: a train step that also returns an on-device finite flag over its metrics (and,
   with `train.skip_nonfinite_steps`, keeps the previous state on a non-finite step, counted in
-  `train/skipped_nonfinite`). `first_nonfinite_metric` and `NonFiniteParams` read the flags and
+  `train/skipped_nonfinite`). `first_nonfinite_metric` and `nonfinite_leaves` read the flags and
   the parameters only where the host syncs anyway (logging and checkpoint steps), so no
   checkpoint is written from a non-finite state.
 """
@@ -130,24 +130,21 @@ def first_nonfinite_metric(fetched: list[dict], first_step: int) -> tuple[int, s
   return None
 
 
-class NonFiniteParams:
-  """`names(tree)`: the paths of a pytree's floating-point leaves holding NaN or infinity, in one
-  jitted reduction and one small transfer (at checkpoint steps)."""
+@jax.jit
+def _finite_leaves(tree) -> list[jax.Array]:
+  return [
+    jnp.isfinite(x).all() if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True)
+    for x in jax.tree.leaves(tree)
+  ]
 
-  def __init__(self):
-    self._check = jax.jit(
-      lambda tree: [
-        jnp.isfinite(x).all() if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True)
-        for x in jax.tree.leaves(tree)
-      ]
-    )
 
-  def names(self, tree) -> list[str]:
-    paths = [
-      jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]
-    ]
-    flags = jax.device_get(self._check(tree))
-    return [path for path, ok in zip(paths, flags, strict=True) if not ok]
+def nonfinite_leaves(tree) -> list[str]:
+  """The paths of a pytree's floating-point leaves holding NaN or infinity, in one jitted
+  reduction and one small transfer (at checkpoint steps)."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  flags = jax.device_get(_finite_leaves(tree))
+  paths = [jax.tree_util.keystr(path) for path, _ in leaves]
+  return [path for path, ok in zip(paths, flags, strict=True) if not ok]
 
 
 def diverged_message(step: int, what: str, last_good: int | None) -> str:
@@ -172,7 +169,6 @@ class SafeSaver:
   def __init__(self, ckpt, data_iterator, checked: int):
     self.ckpt, self.data_iterator = ckpt, data_iterator
     self.checked = checked  # Steps whose metrics passed the finite check.
-    self._params = NonFiniteParams()
 
   def check(self, fetched: list[dict], done: int) -> None:
     """Raises NonFiniteError on the first non-finite metric of steps `checked + 1 .. done`."""
@@ -183,7 +179,7 @@ class SafeSaver:
 
   def save(self, done: int, state, pending: list) -> None:
     self.check(jax.device_get(pending), done)
-    bad = self._params.names(checkpointing.state_to_tree(state))
+    bad = nonfinite_leaves(checkpointing.state_to_tree(state))
     if bad:
       self._diverged(done, f'{bad[0]} (of {len(bad)} state arrays)')
     self.ckpt.save(done, state, self.data_iterator, force=True)
