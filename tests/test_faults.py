@@ -323,3 +323,16 @@ def test_a_damaged_record_names_the_file(damaged_data):
   with pytest.raises(data.PreparedDataError, match=re.escape(str(train_file))):
     for index in range(len(source)):
       source[index]
+
+
+def test_saves_between_log_steps_keep_every_step_in_the_average(tiny_config, tmp_path):
+  """The finite check at a save reads the pending metrics but leaves them to the next log line."""
+  every = _config(tiny_config, num_steps=4, log_every_steps=1, ckpt_every_steps=4)
+  runner.train(TASKS['semgan'], every, str(tmp_path / 'every'))
+  per_step = read_scalars(tmp_path / 'every')
+  sparse = _config(tiny_config, num_steps=4, log_every_steps=4, ckpt_every_steps=1)
+  runner.train(TASKS['semgan'], sparse, str(tmp_path / 'sparse'))
+  logged = read_scalars(tmp_path / 'sparse')[4]
+  for key in ('train/g_loss', 'train/d_loss'):
+    mean = np.mean([per_step[s][key] for s in (1, 2, 3, 4)], dtype=np.float32)
+    np.testing.assert_allclose(logged[key], mean, rtol=1e-5, err_msg=key)

@@ -222,8 +222,11 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # noqa: BLE001 (orbax and tensorstore raise many types; all mean this)
       raise CheckpointError(f'checkpoint {path} {_restore_reason(e)}.') from e
-    if not _all_finite(restored['state']):
-      raise CheckpointError(f'checkpoint {path} holds NaN or infinite values (damaged).')
+    bad = nonfinite_leaves(restored['state'])
+    if bad:
+      raise CheckpointError(
+        f'checkpoint {path} holds NaN or infinite values in {bad[0]} (damaged).'
+      )
     logging.info('Restored checkpoint at step %d from %s', step, self.directory)
     return tree_to_state(restored['state'], template)
 
@@ -235,9 +238,20 @@ class Checkpointer:
 
 
 @jax.jit
-def _all_finite(tree) -> jax.Array:
-  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
+def _finite_leaves(tree) -> list[jax.Array]:
+  return [
+    jnp.isfinite(x).all() if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True)
+    for x in jax.tree.leaves(tree)
+  ]
+
+
+def nonfinite_leaves(tree) -> list[str]:
+  """The paths of a pytree's floating-point leaves holding NaN or infinity, in one jitted
+  reduction and one small transfer (used at saves and restores)."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  flags = jax.device_get(_finite_leaves(tree))
+  paths = [jax.tree_util.keystr(path) for path, _ in leaves]
+  return [path for path, ok in zip(paths, flags, strict=True) if not ok]
 
 
 def _data_file() -> str:

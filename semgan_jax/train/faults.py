@@ -8,7 +8,7 @@
   got (SIGINT) is agreed on at the next logging step.
 - `guard_step`: a train step that also returns an on-device finite flag over its metrics (and,
   with `train.skip_nonfinite_steps`, keeps the previous state on a non-finite step, counted in
-  `train/skipped_nonfinite`). `first_nonfinite_metric` and `nonfinite_leaves` read the flags and
+  `train/skipped_nonfinite`). `SafeSaver` reads the flags and
   the parameters only where the host syncs anyway (logging and checkpoint steps), so no
   checkpoint is written from a non-finite state.
 """
@@ -130,23 +130,6 @@ def first_nonfinite_metric(fetched: list[dict], first_step: int) -> tuple[int, s
   return None
 
 
-@jax.jit
-def _finite_leaves(tree) -> list[jax.Array]:
-  return [
-    jnp.isfinite(x).all() if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True)
-    for x in jax.tree.leaves(tree)
-  ]
-
-
-def nonfinite_leaves(tree) -> list[str]:
-  """The paths of a pytree's floating-point leaves holding NaN or infinity, in one jitted
-  reduction and one small transfer (at checkpoint steps)."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  flags = jax.device_get(_finite_leaves(tree))
-  paths = [jax.tree_util.keystr(path) for path, _ in leaves]
-  return [path for path, ok in zip(paths, flags, strict=True) if not ok]
-
-
 def diverged_message(step: int, what: str, last_good: int | None) -> str:
   """The one line of a diverged run: where, what, and how to go on."""
   if last_good is None:
@@ -164,24 +147,24 @@ def diverged_message(step: int, what: str, last_good: int | None) -> str:
 
 class SafeSaver:
   """Checkpoints on the cadence, never from a non-finite state: before each save the finite flags
-  of the steps since the last check and the parameters are read (the host syncs there anyway)."""
+  of the steps not yet logged and the state's arrays are read (the host syncs there anyway)."""
 
-  def __init__(self, ckpt, data_iterator, checked: int):
+  def __init__(self, ckpt, data_iterator):
     self.ckpt, self.data_iterator = ckpt, data_iterator
-    self.checked = checked  # Steps whose metrics passed the finite check.
 
-  def check(self, fetched: list[dict], done: int) -> None:
-    """Raises NonFiniteError on the first non-finite metric of steps `checked + 1 .. done`."""
-    bad = first_nonfinite_metric(fetched, self.checked)
+  def check(self, fetched: list[dict], first_step: int) -> None:
+    """Raises NonFiniteError on the first non-finite metric of steps `first_step + 1, ...`."""
+    bad = first_nonfinite_metric(fetched, first_step)
     if bad is not None:
       self._diverged(*bad)
-    self.checked = done
 
-  def save(self, done: int, state, pending: list) -> None:
-    self.check(jax.device_get(pending), done)
-    bad = nonfinite_leaves(checkpointing.state_to_tree(state))
+  def save(self, done: int, state, pending: list, first_step: int) -> None:
+    """Saves step `done` if `pending` (the metrics of steps `first_step + 1 .. done`) and the
+    state are finite; raises NonFiniteError naming the first that is not."""
+    self.check(jax.device_get(pending), first_step)
+    bad = checkpointing.nonfinite_leaves(checkpointing.state_to_tree(state))
     if bad:
-      self._diverged(done, f'{bad[0]} (of {len(bad)} state arrays)')
+      self._diverged(done, f'{bad[0]} (one of {len(bad)} non-finite state arrays)')
     self.ckpt.save(done, state, self.data_iterator, force=True)
 
   def _diverged(self, step: int, what: str):

@@ -249,8 +249,9 @@ def _loop(run: Run, state, start_step: int, train_step, sampler, ckpt, writer, s
   train_rng = jax.random.wrap_key_data(
     np.asarray(jax.random.key_data(state.rng)), impl=jax.random.key_impl(state.rng)
   )
-  saver = faults.SafeSaver(ckpt, run.data.iterator, checked=start_step)
-  pending, timing_start, timed_steps = [], None, 0
+  saver = faults.SafeSaver(ckpt, run.data.iterator)
+  # The metrics of steps pending_start + 1 .. step, kept on the device until the next log step.
+  pending, pending_start, timing_start, timed_steps = [], start_step, None, 0
   for step in range(start_step, num_steps):
     batch = parallel.make_global_batch(next(run.data.iterator), mesh)
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
@@ -268,8 +269,8 @@ def _loop(run: Run, state, start_step: int, train_step, sampler, ckpt, writer, s
     log_step = done % t.log_every_steps == 0 or last
     if log_step:
       fetched = jax.device_get(pending)
-      saver.check(fetched, done)
-      pending = []
+      saver.check(fetched, pending_start)
+      pending, pending_start = [], done
       kept = [m for m in fetched if not m.get(faults.SKIPPED)] or fetched
       summary = {k: float(np.mean([m[k] for m in kept])) for k in fetched[0] if k != faults.FINITE}
       if faults.SKIPPED in summary:
@@ -294,8 +295,7 @@ def _loop(run: Run, state, start_step: int, train_step, sampler, ckpt, writer, s
         images.write_png(epath.Path(run.workdir) / 'samples' / f'step_{done:07d}.png', grid)
         writer.write_images(done, {'samples': grid[None]})
     if done % t.ckpt_every_steps == 0 or last or stopping:
-      saver.save(done, state, pending)
-      pending = []
+      saver.save(done, state, pending, pending_start)
     if stopping:
       ckpt.wait_until_finished()
       raise faults.Preempted(done, stop.signum)
