@@ -182,8 +182,8 @@ class Checkpointer:
           f'no checkpoint at step {step} in {self.directory}; it has steps {steps}.'
         )
       return self._restore_step(step, template, data_iterator)
-    for newer, candidate in zip([None, *steps[::-1]], steps[::-1], strict=False):
-      if newer is not None:
+    for tried, candidate in enumerate(reversed(steps)):
+      if tried:
         logging.warning('Falling back to the checkpoint at step %d.', candidate)
       try:
         return self._restore_step(candidate, template, data_iterator)
