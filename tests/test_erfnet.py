@@ -429,5 +429,8 @@ def test_remat_recomputes_the_same_gradients(images):
   for train in (False, True):
     want = loss(plain, train)(variables['params'])
     got = loss(remat, train)(variables['params'])
+    # Rounding is judged against the largest gradient: a bias before a BatchNorm in train mode
+    # has a zero gradient up to rounding noise, which another program's fusion changes freely.
+    scale = max(float(jnp.max(jnp.abs(b))) for b in jax.tree.leaves(want))
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(jnp.max(jnp.abs(b))))
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * scale)
