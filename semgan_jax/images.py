@@ -8,6 +8,8 @@ them (`uint8_to_signed`, `signed_to_uint8`), and [0, 1] floats where ERFNet read
 
 import math
 import os
+from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -56,11 +58,26 @@ def upscale_nearest(image: np.ndarray, factor: int) -> np.ndarray:
   return image.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else image
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-  """Writes a uint8 (H, W, 3) image atomically (temp file, then rename)."""
+def write_atomically(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+  """Calls `write(binary file)` on a temporary file beside `path`, then renames it to `path`, so
+  that readers never see a partial file; creates the parent directories."""
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / (path.name + '.tmp')
+  tmp = path.parent / f'.{path.name}.tmp'
   with tmp.open('wb') as f:
-    Image.fromarray(np.asarray(image, np.uint8)).save(f, format='PNG')
+    write(f)
   os.replace(tmp, path)
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+  """Writes a uint8 (H, W, 3) image atomically."""
+  write_atomically(path, lambda f: Image.fromarray(np.asarray(image, np.uint8)).save(f, 'PNG'))
+
+
+def write_gif(path: str | os.PathLike, frames: list[np.ndarray], frame_ms: int) -> None:
+  """Writes uint8 (H, W, 3) frames as a looping animated GIF, `frame_ms` per frame, atomically."""
+  first, *rest = (Image.fromarray(np.asarray(f, np.uint8)) for f in frames)
+  write_atomically(
+    path,
+    lambda f: first.save(f, 'GIF', save_all=True, append_images=rest, duration=frame_ms, loop=0),
+  )

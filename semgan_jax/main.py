@@ -18,15 +18,22 @@ config_flags.DEFINE_config_file(
 )
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, samples and summaries.')
 flags.DEFINE_enum(
-  'mode', 'train', ['train', 'sample', 'eval'], 'What to do with the config and workdir.'
+  'mode',
+  'train',
+  ['train', 'sample', 'eval', 'dream'],
+  'What to do with the config and workdir (dream: with a dream config, configs/dream_streets.py).',
 )
 flags.DEFINE_integer(
   'checkpoint_step',
   None,
   '--mode=eval|sample: the checkpoint to use (default: the newest readable one).',
 )
-flags.DEFINE_integer('num_samples', 64, '--mode=sample: how many label maps to generate.')
-flags.DEFINE_integer('sample_seed', None, '--mode=sample: latent seed (default: config.seed).')
+flags.DEFINE_integer(
+  'num_samples', None, '--mode=sample|dream: how many to generate (default: 64; dream: its config).'
+)
+flags.DEFINE_integer(
+  'sample_seed', None, '--mode=sample|dream: latent seed (default: config.seed).'
+)
 flags.DEFINE_bool(
   'distributed',
   False,
@@ -79,6 +86,16 @@ def main(argv):
   )
   try:
     task = tasks.get_task(FLAGS.config)
+    if FLAGS.mode not in task.modes:
+      raise UserInputError(
+        f'--mode={FLAGS.mode} does not run config.task={task.name!r}; it runs with '
+        + ', '.join(f'--mode={m}' for m in task.modes)
+        + (
+          ' (a dream config names two trained runs: configs/dream_streets.py).'
+          if FLAGS.mode == 'dream'
+          else '.'
+        )
+      )
     MODES[FLAGS.mode](task, FLAGS.config, FLAGS.workdir)
   except (UserInputError, checkpointing.CheckpointError) as e:
     logging.debug('Input error', exc_info=True)
@@ -100,11 +117,23 @@ def _sample(task, config, workdir):
     task,
     config,
     workdir,
-    num_samples=FLAGS.num_samples,
+    num_samples=64 if FLAGS.num_samples is None else FLAGS.num_samples,
     seed=FLAGS.sample_seed,
     step=FLAGS.checkpoint_step,
   )
   print('Wrote ' + ' and '.join(paths.values()))
+
+
+def _dream(task, config, workdir):
+  paths = runner.dream(
+    task,
+    config,
+    workdir,
+    get_task=tasks.get_task,
+    num_samples=FLAGS.num_samples,
+    seed=FLAGS.sample_seed,
+  )
+  print('Wrote ' + ', '.join(paths.values()))
 
 
 def _eval(task, config, workdir):
@@ -113,7 +142,7 @@ def _eval(task, config, workdir):
   print(f'Evaluated step {step}: {results["workdir"]}/eval/step_{step:07d}.json')
 
 
-MODES = {'train': _train, 'sample': _sample, 'eval': _eval}
+MODES = {'train': _train, 'sample': _sample, 'eval': _eval, 'dream': _dream}
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -205,7 +205,7 @@ def test_flag_errors_are_one_line(bad_runs, case):
 CONFIG_FILES = {'semgan': 'shapes', 'semanticgan': 'streets', 'segmenter': 'streets_erfnet'}
 
 
-@pytest.mark.parametrize('name', sorted(TASKS))
+@pytest.mark.parametrize('name', sorted(CONFIG_FILES))
 def test_every_task_through_every_mode(cli, tiny_config, tmp_path, name):
   """Each task through main.py's lookup: train, then sample (or a one-line refusal), then eval."""
   workdir = tmp_path / name

@@ -66,7 +66,7 @@ def check_label_map_config(name: str, cfg, spec, num_examples: int, num_devices:
     ),
   )
   if c['ms_ssim']:
-    images = jax.ShapeDtypeStruct((2, spec.image_size, spec.image_size, 3), jnp.uint8)
+    images = jax.ShapeDtypeStruct((2, spec.height, spec.width, 3), jnp.uint8)
     try:
       jax.eval_shape(
         functools.partial(ms_ssim_lib.ms_ssim, variant=c['ms_ssim_variant']), images, images
@@ -74,7 +74,7 @@ def check_label_map_config(name: str, cfg, spec, num_examples: int, num_devices:
     except ValueError as e:
       raise EvalConfigError(f'config.evals.{name}.ms_ssim_variant: {e}') from e
   if c['swd']:
-    check_swd_size(name, spec.image_size, spec.image_size)
+    check_swd_size(name, spec.height, spec.width)
   return c
 
 
@@ -116,10 +116,11 @@ class LabelMapEvaluator(Evaluator):
   # Construction helpers.
 
   def _protocol(self) -> dict[str, Any]:
-    c, size = self.cfg, self.spec.image_size
+    c, spec = self.cfg, self.spec
     protocol = {
-      'dataset': self.spec.name,
-      'image_size': self.spec.image_size,
+      'dataset': spec.name,
+      # Square sets keep the number alone, as results written before non-square maps.
+      'image_size': spec.height if spec.height == spec.width else f'{spec.height}x{spec.width}',
       'num_images': c['num_images'],
       'seed': c['seed'],
       'generated': (
@@ -131,8 +132,9 @@ class LabelMapEvaluator(Evaluator):
       'palette': np.asarray(self.spec.palette).tolist(),
     }
     if c['swd']:
+      levels = swd_lib.level_resolutions(spec.height, spec.width)
       protocol['swd'] = (
-        f'Progressive GAN: Laplacian pyramid levels {swd_lib.level_resolutions(*(size,) * 2)}, '
+        f'Progressive GAN: Laplacian pyramid levels {levels}, '
         f'{swd_lib.NHOODS_PER_IMAGE} patches of {swd_lib.NHOOD_SIZE}x{swd_lib.NHOOD_SIZE}x3 per '
         f'image and level, {swd_lib.DIR_REPEATS}x{swd_lib.DIRS_PER_REPEAT} projections, x1e3'
       )
@@ -252,7 +254,7 @@ class LabelMapEvaluator(Evaluator):
     """The metrics of a generated set's statistics against the real set's."""
     c, spec = self.cfg, self.spec
     metrics: dict[str, float] = {'num_images': float(fake.num_images)}
-    metrics.update(distribution_metrics(c, real, fake, spec.image_size, spec.image_size))
+    metrics.update(distribution_metrics(c, real, fake, spec.height, spec.width))
     if c['ms_ssim']:
       metrics['ms_ssim'] = fake.ms_ssim_sum / max(fake.ms_ssim_pairs, 1)
       metrics['ms_ssim_real'] = real.ms_ssim_sum / max(real.ms_ssim_pairs, 1)
@@ -260,6 +262,6 @@ class LabelMapEvaluator(Evaluator):
       metrics.update(
         semantic.class_frequency_metrics(real.class_counts, fake.class_counts, spec.class_names)
       )
-      pixels = fake.num_images * spec.image_size**2
+      pixels = fake.num_images * spec.height * spec.width
       metrics['off_palette_fraction'] = fake.off_palette / pixels
     return metrics

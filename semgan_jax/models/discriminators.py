@@ -5,12 +5,12 @@ import jax
 import jax.numpy as jnp
 
 from semgan_jax.models.conv import Conv
-from semgan_jax.models.generators import num_upsamplings
+from semgan_jax.models.generators import grid_steps
 from semgan_jax.models.layers import batch_norm, conv_init, instance_norm, leaky_relu
 
 
 class DCGANDiscriminator(nn.Module):
-  """Stride-2 conv → LeakyReLU(0.2) blocks down to `end_size`², then one logit.
+  """Stride-2 conv → LeakyReLU(0.2) blocks until the shorter side is `end_size`, then one logit.
 
   BatchNorm on every block but the first (DCGAN). The discriminator input is the one-hot label map
   (real) or the generator's softmax (fake) for SemGAN, and an RGB image for the baseline; the
@@ -20,14 +20,15 @@ class DCGANDiscriminator(nn.Module):
   activations (post-activation), which feature matching reads.
 
   Attributes:
-    image_size: input height and width.
+    image_size: input height (and width, unless `width` is given).
     base_features: width of the first block; doubles at every block.
     kernel_size: convolution kernel size (`ks`; the paper uses one `ks` for G and D).
-    end_size: spatial size of the last block.
+    end_size: the shorter side of the last block's map.
     bn_momentum: BatchNorm momentum.
     dtype: computation dtype; logits are float32.
     param_dtype: parameter dtype.
     conv_lowering: how convolutions are computed (`semgan_jax.models.conv.LOWERINGS`).
+    width: input width; 0 for square inputs (`image_size`).
   """
 
   image_size: int = 64
@@ -38,16 +39,17 @@ class DCGANDiscriminator(nn.Module):
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   conv_lowering: str = 'auto'
+  width: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> tuple[jax.Array, list[jax.Array]]:
     """Scores (B, H, W, C) inputs; returns (B,) logits and every block's features."""
-    if x.shape[1:3] != (self.image_size, self.image_size):
+    size = (self.image_size, self.width or self.image_size)
+    if x.shape[1:3] != size:
       raise ValueError(
-        f'discriminator input is {x.shape[1]}x{x.shape[2]}, expected '
-        f'{self.image_size}x{self.image_size}.'
+        f'discriminator input is {x.shape[1]}x{x.shape[2]}, expected {size[0]}x{size[1]}.'
       )
-    n_down = num_upsamplings(self.image_size, self.end_size)
+    n_down, _ = grid_steps(*size, self.end_size)
     conv = dict(
       kernel_init=conv_init,
       dtype=self.dtype,

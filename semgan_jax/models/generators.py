@@ -19,6 +19,17 @@ from semgan_jax.models.layers import (
 HEADS = ('semantic', 'rgb')
 
 
+def grid_steps(height: int, width: int, small_size: int) -> tuple[int, tuple[int, int]]:
+  """How many stride-2 steps take an H×W map to the grid whose shorter side is `small_size`,
+  and that grid's (h, w); both sides must halve exactly that many times."""
+  n = num_upsamplings(min(height, width), small_size)
+  if height % 2**n or width % 2**n:
+    raise ValueError(
+      f'{height}x{width} maps cannot be halved {n} times exactly (to a {small_size}-pixel side).'
+    )
+  return n, (height >> n, width >> n)
+
+
 def num_upsamplings(image_size: int, start_size: int) -> int:
   """How many stride-2 steps take `start_size` to `image_size`; both must be powers of two apart."""
   if image_size <= 0 or start_size <= 0:
@@ -32,7 +43,7 @@ def num_upsamplings(image_size: int, start_size: int) -> int:
 
 
 class LatentToLabelGenerator(nn.Module):
-  """DCGAN-style generator: z → dense → `start_size`² map → stride-2 transposed convs → head.
+  """DCGAN-style generator: z → dense → small map → stride-2 transposed convs → head.
 
   The body is identical for both heads; only the last layer and its activation differ, exactly as
   in the paper's SemGAN-vs-GAN comparison:
@@ -41,20 +52,22 @@ class LatentToLabelGenerator(nn.Module):
     * `head='rgb'`: 3 channels and a tanh, an RGB image in [-1, 1] of the colorized map (the
       paper's "GAN" baseline).
 
-  Widths halve at every upsampling and end at `base_features` before the head.
+  Widths halve at every upsampling and end at `base_features` before the head. Maps need not be
+  square: the dense layer projects to a grid whose shorter side is `start_size` (4×8 for 64×128).
 
   Attributes:
     num_classes: K, the number of semantic classes.
-    image_size: output height and width.
+    image_size: output height (and width, unless `width` is given).
     base_features: width of the last hidden block; the first is `base_features * 2**(n-1)`.
     kernel_size: transposed-convolution kernel size (`ks` in the paper).
     head: 'semantic' or 'rgb'.
-    start_size: spatial size after the dense projection.
+    start_size: the shorter side of the map after the dense projection.
     bn_momentum: BatchNorm running-average momentum (used when sampling in eval mode).
     dtype: computation dtype of the body; the head's softmax/tanh is always float32.
     param_dtype: parameter dtype.
     remat: rematerialise the transposed convolutions in the backward pass (their phase outputs
       are recomputed instead of kept).
+    width: output width; 0 for square maps (`image_size`).
   """
 
   num_classes: int
@@ -67,6 +80,7 @@ class LatentToLabelGenerator(nn.Module):
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   remat: bool = False
+  width: int = 0
 
   @property
   def out_channels(self) -> int:
@@ -77,14 +91,14 @@ class LatentToLabelGenerator(nn.Module):
     """Maps latents (B, latent_dim) to (B, H, W, K) class probabilities or (B, H, W, 3) RGB."""
     if self.head not in HEADS:
       raise ValueError(f'head={self.head!r}; expected one of {HEADS}.')
-    n_up = num_upsamplings(self.image_size, self.start_size)
+    n_up, (h, w) = grid_steps(self.image_size, self.width or self.image_size, self.start_size)
     norm = dict(momentum=self.bn_momentum, dtype=self.dtype, param_dtype=self.param_dtype)
     conv = dict(kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype)
 
     up_conv = nn.remat(ConvTranspose) if self.remat else ConvTranspose
     features = self.base_features * 2 ** (n_up - 1)
-    x = nn.Dense(self.start_size * self.start_size * features, name='project', **conv)(z)
-    x = x.reshape(z.shape[0], self.start_size, self.start_size, features)
+    x = nn.Dense(h * w * features, name='project', **conv)(z)
+    x = x.reshape(z.shape[0], h, w, features)
     x = nn.relu(batch_norm(train, name='project_norm', **norm)(x))
     for i in range(n_up - 1):
       features //= 2

@@ -8,12 +8,13 @@ import ml_collections
 
 from semgan_jax.errors import UserInputError
 from semgan_jax.tasks.base import Task
+from semgan_jax.tasks.dream import DreamTask
 from semgan_jax.tasks.segmenter import SegmenterTask
 from semgan_jax.tasks.semanticgan import SemanticGANTask
 from semgan_jax.tasks.semgan import SemGANTask
 
 TASKS: dict[str, Task] = {
-  task.name: task for task in (SemGANTask(), SemanticGANTask(), SegmenterTask())
+  task.name: task for task in (SemGANTask(), SemanticGANTask(), SegmenterTask(), DreamTask())
 }
 DEFAULT_TASK = 'semgan'
 

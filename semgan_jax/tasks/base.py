@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from semgan_jax import data as data_lib
+from semgan_jax.data import cityscapes_labels, label_sets
 from semgan_jax.errors import UserInputError, expect, expect_positive
 
 PyTree = Any
@@ -61,6 +62,8 @@ def split_loader(config: ml_collections.ConfigDict) -> Callable[[str], Any]:
       raise UserInputError(f'data set {d.name!r}: {e}') from e
     # A truncated file fails on its first or last record: found before anything is written.
     source[0], source[len(source) - 1]  # noqa: B018
+    if d.get('label_set'):
+      return label_sets.RelabeledSource(source, label_sets.get_label_set(d.label_set))
     return source
 
   return load
@@ -85,12 +88,29 @@ def open_split_data(config, spec, train: bool, create_iterator: Callable, **kwar
 
 
 def dataset_spec(config: ml_collections.ConfigDict) -> data_lib.DatasetSpec:
-  """The spec of `config.data`'s set, its sizes and class count checked against the config."""
+  """The spec of `config.data`'s set, its sizes and class count checked against the config.
+
+  With `config.data.label_set` (a set of `semgan_jax.data.label_sets`), the label-id maps of a
+  label-to-photo set are read as that set's classes: the spec has its classes and palette.
+  """
   d = config.data
   try:
     spec = data_lib.get_dataset_spec(d.name, d.get('config_name'))
+    if d.get('label_set'):
+      expect(
+        list(spec.class_names) == list(cityscapes_labels.CLASS_NAMES),
+        f'config.data.label_set={d.label_set!r} reads Cityscapes label ids, which '
+        f'{spec.name} does not hold.',
+      )
+      chosen = label_sets.get_label_set(d.label_set)
+      spec = dataclasses.replace(
+        spec,
+        num_classes=chosen.num_classes,
+        class_names=chosen.class_names,
+        palette=chosen.palette,
+      )
   except ValueError as e:
-    raise UserInputError(str(e)) from e
+    raise UserInputError(f'config.data: {e}') from e
   expect(
     d.num_classes == spec.num_classes,
     f'config.data.num_classes={d.num_classes}, but {spec.name} has {spec.num_classes} classes.',
@@ -118,9 +138,11 @@ class Task:
       checkpoint meaningless or unloadable; a workdir written under other values is refused.
     dtypes: the `config.model.dtype` values it runs with.
     sample_name: file stem of `--mode=sample`'s grid, or None if the task has no samples.
+    modes: the `--mode` values it runs with.
   """
 
   name: str = ''
+  modes: tuple[str, ...] = ('train', 'eval', 'sample')
   architecture_fields: tuple[str, ...] = ()
   dtypes: tuple[str, ...] = ('float32', 'bfloat16', 'float16')
   sample_name: str | None = None

@@ -9,10 +9,17 @@ import numpy as np
 from semgan_jax import data as data_lib
 from semgan_jax import images, parallel
 from semgan_jax.models import HEADS
-from semgan_jax.models.generators import num_upsamplings
-from semgan_jax.tasks.base import Task, dataset_spec, expect, expect_positive, open_split_data
+from semgan_jax.models.generators import grid_steps
+from semgan_jax.tasks.base import (
+  Task,
+  UserInputError,
+  dataset_spec,
+  expect,
+  expect_positive,
+  open_split_data,
+)
 from semgan_jax.train.semgan_step import GENERATOR_LOSSES, generate, make_train_step, sample_latents
-from semgan_jax.train.state import create_train_state
+from semgan_jax.train.state import create_train_state, map_size
 
 
 def to_images(outputs: np.ndarray, head: str, palette: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +41,16 @@ class SemGANTask(Task):
   """SemGAN: G(z) → softmax label maps against a DCGAN discriminator (feature matching)."""
 
   name = 'semgan'
-  architecture_fields = ('model', 'data.name', 'data.image_size', 'data.num_classes')
+  architecture_fields = (
+    'model',
+    'data.name',
+    'data.config_name',
+    'data.image_size',
+    'data.height',
+    'data.width',
+    'data.label_set',
+    'data.num_classes',
+  )
   sample_name = 'sample'
 
   def check_config(self, config):
@@ -46,7 +62,10 @@ class SemGANTask(Task):
       f'config.loss.generator={loss.generator!r}; expected one of {GENERATOR_LOSSES}.',
     )
     expect_positive(m, 'model', ('latent_dim', 'kernel_size', 'g_base_features', 'd_base_features'))
-    num_blocks = num_upsamplings(config.data.image_size, 4)  # Discriminator blocks, down to 4x4.
+    try:  # Discriminator blocks, until the shorter side is 4.
+      num_blocks, _ = grid_steps(*map_size(config.data), 4)
+    except ValueError as e:
+      raise UserInputError(f'config.data: SemGAN cannot draw these maps: {e}') from e
     expect(
       -num_blocks <= loss.fm_layer < num_blocks,
       f'config.loss.fm_layer={loss.fm_layer}; the discriminator has {num_blocks} blocks, '
@@ -94,7 +113,8 @@ class SemGANTask(Task):
     )
 
   def describe_run(self, config, spec, data):
-    return f'SemGAN ({config.model.head} head) on {spec.name} {spec.image_size}px'
+    classes = f', label set {config.data.label_set}' if config.data.get('label_set') else ''
+    return f'SemGAN ({config.model.head} head) on {spec.name} {spec.height}x{spec.width}{classes}'
 
   def make_sampler(self, config, spec, data, mesh, count, rng):
     z = sample_latents(rng, count, config.model.latent_dim)

@@ -370,9 +370,28 @@ def sample(
   if jax.process_index() == 0:
     images.write_png(paths['png'], grid)
     if array is not None:
-      tmp = out / f'.{stem}.npy.tmp'
-      with tmp.open('wb') as f:
-        np.save(f, array)
-      os.replace(tmp, paths['npy'])
+      images.write_atomically(paths['npy'], lambda f: np.save(f, array))
     logging.info('Wrote %d samples at step %d: %s', num_samples, int(state.step), paths)
   return {k: os.fspath(v) for k, v in paths.items()}
+
+
+def dream(task: Task, config, workdir: str, *, get_task, num_samples=None, seed=None) -> dict:
+  """`--mode=dream`: the chain of the two trained runs `config.dream` names (`get_task` finds
+  each run's task from its config). Both are read, checked against each other and restored
+  before the task writes its pictures into `workdir/dream/`; returns the paths written."""
+  expect(bool(workdir), '--workdir is required.')
+  count = config.dream.num_samples if num_samples is None else num_samples
+  expect(count > 0, f'--num_samples={count}; expected a positive integer.')
+  seed = config.seed if seed is None else seed
+  expect(0 <= seed < 2**31, f'--sample_seed={seed}; expected an integer in [0, 2**31).')
+  halves = task.halves(config)
+  states = {}
+  for role, half in halves.items():
+    run = open_run(get_task(half.config), half.config, half.workdir, mode='sample')
+    states[role] = _restore(run, half.step)
+  outputs = task.make_dreamer(config, halves, states)(rng_streams(seed)['sample'], count)
+  out = os.path.join(os.path.abspath(os.path.expanduser(workdir)), 'dream')
+  prepare_workdir(out)
+  return task.write(
+    config, outputs, out, seed=seed, steps={r: int(s.step) for r, s in states.items()}
+  )

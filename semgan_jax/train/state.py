@@ -101,13 +101,20 @@ def ema_update(ema_params: PyTree, new_params: PyTree, decay: float) -> PyTree:
   return jax.tree.map(lambda ema, new: decay * ema + (1.0 - decay) * new, ema_params, new_params)
 
 
+def map_size(data: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(height, width) of `config.data`'s maps: `image_size` square, or `height` × `width`."""
+  return (data.image_size,) * 2 if 'image_size' in data else (data.height, data.width)
+
+
 def build_models(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Module]:
   """Maps `config.model` / `config.data` to plain module fields (modules never see the config)."""
   m, d = config.model, config.data
   dtype = jnp.dtype(m.dtype)
+  height, width = map_size(d)
   generator = LatentToLabelGenerator(
     num_classes=d.num_classes,
-    image_size=d.image_size,
+    image_size=height,
+    width=width,
     base_features=m.g_base_features,
     kernel_size=m.kernel_size,
     head=m.head,
@@ -116,7 +123,8 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Modul
     remat=m.remat,
   )
   discriminator = DCGANDiscriminator(
-    image_size=d.image_size,
+    image_size=height,
+    width=width,
     base_features=m.d_base_features,
     kernel_size=m.kernel_size,
     bn_momentum=m.bn_momentum,
@@ -144,9 +152,9 @@ def create_train_state(
     tx = optim.build_optimizer(config.optim, schedule)
   generator, discriminator = build_models(config)
   g_key, d_key, train_key = jax.random.split(rng, 3)
-  size, latent_dim = config.data.image_size, config.model.latent_dim
+  latent_dim = config.model.latent_dim
   z = jnp.zeros((2, latent_dim), jnp.float32)
-  x = jnp.zeros((2, size, size, generator.out_channels), jnp.float32)
+  x = jnp.zeros((2, *map_size(config.data), generator.out_channels), jnp.float32)
   g_vars = generator.init(g_key, z, train=False)
   d_vars = discriminator.init(d_key, x, train=False)
   return GANState.create(

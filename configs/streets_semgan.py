@@ -1,0 +1,55 @@
+"""SemGAN (latent → label map) on the procedural streets' layouts: the dream chain's first half.
+
+It learns the label maps of `configs/streets.py`'s data set at its resolution (64×128), over the
+13 classes of the `streets` label set (the 12 Cityscapes label ids the scenes draw, and 'other'),
+so that `--mode=dream` (configs/dream_streets.py) can hand its maps to the SemanticGAN trained by
+configs/streets.py. Every field not set here, and its comment, is configs/shapes.py's.
+
+Variants, chosen after a colon: `--config=configs/streets_semgan.py:<variant>`
+  (none)  a CPU run of about 10 minutes on 2 cores: shapes.py:quick's network and schedule.
+  tiny    a few steps of a minute network at 32×64, for tests and smoke checks.
+"""
+
+import importlib.util
+import pathlib
+
+import ml_collections
+
+
+def _shapes_config(variant: str) -> ml_collections.ConfigDict:
+  """configs/shapes.py's config (configs/ is not a package, so it is loaded by path)."""
+  path = pathlib.Path(__file__).with_name('shapes.py')
+  spec = importlib.util.spec_from_file_location('semgan_jax_configs_shapes', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
+  """Returns the experiment config; `variant` is '' or 'tiny'."""
+  if variant not in ('', 'tiny'):
+    raise ValueError(
+      f"configs/streets_semgan.py: unknown variant {variant!r}; expected '' or 'tiny'."
+    )
+  config = _shapes_config('tiny' if variant == 'tiny' else 'quick')
+  config.task = 'semgan'  # A task of semgan_jax.tasks.TASKS.
+
+  data = config.data
+  del data['image_size']  # Non-square maps: height and width instead.
+  data.name = 'streets'  # Its label maps only (photos and instances are not read).
+  data.config_name = '64x128'  # The builder config (resolution) to prepare and read.
+  data.height = 64
+  data.width = 128
+  # The label-id maps read as a compact class set (semgan_jax/data/label_sets.py): one softmax
+  # channel per class the scenes draw, mapped back to label ids by the dream chain.
+  data.label_set = 'streets'
+  data.num_classes = 13
+
+  # 1,000 training maps at 64x128: the evaluation compares 512 of them with 512 generated ones.
+  config.evals.maps.num_images = 512
+  if variant == 'tiny':
+    data.config_name = '32x64'
+    data.height = 32
+    data.width = 64
+    config.evals.maps.num_images = 16
+  return config
