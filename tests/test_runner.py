@@ -252,6 +252,6 @@ def test_eval_and_sample_without_checkpoint_write_nothing(tfds_dir, tmp_path):
 
 def test_unknown_task_is_named():
   config = _load_config_module('shapes').get_config('tiny')
-  config.task = 'dream'
-  with pytest.raises(UserInputError, match="config.task='dream'"):
+  config.task = 'paint'
+  with pytest.raises(UserInputError, match="config.task='paint'"):
     tasks.get_task(config)
