@@ -24,11 +24,10 @@ from semgan_jax import data as data_lib
 from semgan_jax import images
 from semgan_jax.data import cityscapes_labels, label_sets
 from semgan_jax.tasks.base import Task, UserInputError, expect, expect_positive
+from semgan_jax.train.checkpointing import CONFIG_FILE
 from semgan_jax.train.semanticgan_step import translate
 from semgan_jax.train.semgan_step import generate, sample_latents
 from semgan_jax.train.state import map_size
-
-CONFIG_FILE = 'config.json'  # What every training run writes next to its checkpoints.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,10 +42,9 @@ class Half:
 
 def read_run_config(workdir: str, field: str) -> ml_collections.ConfigDict:
   """The config a training run wrote into `workdir`; one line naming `field` if there is none."""
-  path = f'{workdir}/{CONFIG_FILE}'
+  path = epath.Path(os.path.expanduser(workdir)) / CONFIG_FILE
   try:
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
   except FileNotFoundError:
     raise UserInputError(
       f'config.dream.{field}={workdir!r} holds no trained run ({CONFIG_FILE} is missing); '

@@ -89,15 +89,23 @@ def make_train_step(
     else:
       noise_std = 0.0
 
-    def noisy(key, real, fake):
-      """Adds the same-scale instance noise to D's real and fake inputs (no-op when off)."""
-      if instance_noise_std <= 0:
-        return real, fake
+    def add_noise(key, real, fake):
       k_real, k_fake = jax.random.split(key)
       return (
         real + noise_std * jax.random.normal(k_real, real.shape, real.dtype),
         fake + noise_std * jax.random.normal(k_fake, fake.shape, fake.dtype),
       )
+
+    def noisy(key, real, fake):
+      """Adds the same-scale instance noise to D's real and fake inputs (no-op when off).
+
+      Drawing it is a large part of a CPU step with many classes (4 normals per input element
+      and step: 0.22 of 0.54 s at 13 classes, 64x128, batch 32), so it is skipped once the std
+      has decayed to 0, where adding 0·noise would change nothing.
+      """
+      if instance_noise_std <= 0:
+        return real, fake
+      return jax.lax.cond(noise_std > 0, add_noise, lambda _, r, f: (r, f), key, real, fake)
 
     def run_g(g_params, z):
       fake, new_vars = state.generator.apply(
