@@ -241,3 +241,18 @@ def test_a_bad_dream_config_writes_nothing(tmp_path, repo_root, compilation_cach
     f'--workdir={tmp_path / "out"}',
   )
   assert "--mode=dream does not run config.task='semgan'" in result.stderr, result.stderr[-2000:]
+
+
+def test_a_bad_label_set_writes_nothing(tfds_dir, tmp_path):
+  unknown = _load_config_module('streets_semgan').get_config('tiny')
+  shapes = _load_config_module('shapes').get_config('tiny')
+  shapes.data.label_set = 'streets'
+  cases = {
+    "config.data: unknown label set 'nope'": (unknown, 'nope'),
+    'reads Cityscapes label ids, which colored_shapes does not hold': (shapes, 'streets'),
+  }
+  for message, (config, name) in cases.items():
+    config.data.data_dir, config.data.label_set = tfds_dir, name
+    with pytest.raises(UserInputError, match=message):
+      runner.train(TASKS['semgan'], config, str(tmp_path / 'run'))
+    assert not (tmp_path / 'run').exists()

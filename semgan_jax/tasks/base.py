@@ -96,21 +96,18 @@ def dataset_spec(config: ml_collections.ConfigDict) -> data_lib.DatasetSpec:
   d = config.data
   try:
     spec = data_lib.get_dataset_spec(d.name, d.get('config_name'))
-    if d.get('label_set'):
-      expect(
-        list(spec.class_names) == list(cityscapes_labels.CLASS_NAMES),
-        f'config.data.label_set={d.label_set!r} reads Cityscapes label ids, which '
-        f'{spec.name} does not hold.',
-      )
-      chosen = label_sets.get_label_set(d.label_set)
-      spec = dataclasses.replace(
-        spec,
-        num_classes=chosen.num_classes,
-        class_names=chosen.class_names,
-        palette=chosen.palette,
-      )
+    chosen = label_sets.get_label_set(d.label_set) if d.get('label_set') else None
   except ValueError as e:
     raise UserInputError(f'config.data: {e}') from e
+  if chosen:
+    expect(
+      list(spec.class_names) == list(cityscapes_labels.CLASS_NAMES),
+      f'config.data.label_set={d.label_set!r} reads Cityscapes label ids, which '
+      f'{spec.name} does not hold.',
+    )
+    spec = dataclasses.replace(
+      spec, num_classes=chosen.num_classes, class_names=chosen.class_names, palette=chosen.palette
+    )
   expect(
     d.num_classes == spec.num_classes,
     f'config.data.num_classes={d.num_classes}, but {spec.name} has {spec.num_classes} classes.',
