@@ -4,12 +4,17 @@ import io
 import sys
 import zipfile
 
+import ml_collections
 import numpy as np
 import pytest
+from conftest import _load_config_module
 from PIL import Image
 
 from semgan_jax import data
-from semgan_jax.data import cityscapes
+from semgan_jax.data import cityscapes, label_sets
+from semgan_jax.tasks import TASKS
+from semgan_jax.tasks import base as tasks_base
+from semgan_jax.train import runner
 
 HEIGHT, WIDTH = 64, 128  # The fake originals; the '32x64' config halves them.
 BLOCK = 4  # Label and instance maps are made of aligned 4 x 4 blocks.
@@ -131,7 +136,7 @@ def test_spec():
   assert (spec.height, spec.width, spec.config_name) == (512, 1024, '512x1024')
   assert spec.num_classes == 35 and len(spec.class_names) == 35 and spec.palette.shape == (35, 3)
   assert spec.num_examples == 2975
-  assert set(spec.config_names) == {'512x1024', '256x512', '128x256', '32x64'}
+  assert set(spec.config_names) == {'512x1024', '256x512', '128x256', '128x128', '32x64'}
   small = data.get_dataset_spec('cityscapes', '256x512')
   assert (small.height, small.width, small.image_size) == (256, 512, 256)
 
@@ -228,3 +233,21 @@ def test_resize_nearest_copies_input_values():
   np.testing.assert_array_equal(cityscapes.resize_nearest(ids, 37, 53), ids)
   blocks = np.kron(ids, np.ones((3, 3), np.uint8))
   np.testing.assert_array_equal(cityscapes.resize_nearest(blocks, 37, 53), ids)
+
+
+def test_semgan_learns_cityscapes_label_maps_in_22_classes(tmp_path):
+  """configs/cityscapes_semgan.py:tiny on the fake archives: the maps it reads are the label
+  ids through the cityscapes22 table, and it trains."""
+  manual = _write(tmp_path / 'manual', _files(), 'zip')
+  config = _load_config_module('cityscapes_semgan').get_config('tiny')
+  config.data.data_dir, config.data.manual_dir = str(tmp_path / 'tfds'), str(manual)
+  config.evals = ml_collections.ConfigDict()  # 3 training maps: too few to evaluate.
+  config.train.sample_every_steps = 4
+  state = runner.train(TASKS['semgan'], config, str(tmp_path / 'run'))
+  assert int(state.step) == 4
+  table = label_sets.get_label_set('cityscapes22').from_label_id
+  raw = _load(tmp_path, str(manual))
+  relabeled = tasks_base.split_loader(config)('train')
+  assert len(relabeled) == len(raw) == 3
+  for i in range(3):
+    np.testing.assert_array_equal(relabeled[i]['label'], table[raw[i]['label']])

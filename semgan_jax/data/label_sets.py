@@ -42,26 +42,65 @@ class LabelSet:
     return len(self.class_names)
 
 
-def one_id_per_class(name: str, label_ids: tuple[int, ...]) -> LabelSet:
-  """A set whose classes are `label_ids`, one each (Cityscapes names and colours), and class 0
-  'other' for every remaining id, which goes back to 0 'unlabeled'."""
-  if len(set(label_ids)) != len(label_ids) or not all(0 < i < cs.NUM_CLASSES for i in label_ids):
-    raise ValueError(f'label_ids={label_ids}; expected distinct ids in [1, {cs.NUM_CLASSES}).')
-  to_label_id = np.array((0,) + tuple(label_ids), np.int32)
+def grouped(name: str, groups: tuple[tuple[str, tuple[int, ...]], ...]) -> LabelSet:
+  """A set whose class i is `groups[i] = (name, label ids)`, standing for its first id (whose
+  Cityscapes colour it takes), and class 0 'other' (white) for every id no group names."""
+  named = [i for _, ids in groups for i in ids]
+  if len(set(named)) != len(named) or not all(0 < i < cs.NUM_CLASSES for i in named):
+    raise ValueError(f'{name}: the groups must name distinct ids in [1, {cs.NUM_CLASSES}).')
+  to_label_id = np.array([0] + [ids[0] for _, ids in groups], np.int32)
   from_label_id = np.zeros(cs.NUM_CLASSES, np.int32)
-  from_label_id[to_label_id[1:]] = np.arange(1, len(to_label_id))
+  for cls, (_, ids) in enumerate(groups, start=1):
+    from_label_id[list(ids)] = cls
   return LabelSet(
     name=name,
-    class_names=('other',) + tuple(cs.CLASS_NAMES[i] for i in label_ids),
-    palette=np.array([OTHER_COLOR] + [cs.PALETTE[i] for i in label_ids], np.uint8),
+    class_names=('other',) + tuple(group for group, _ in groups),
+    palette=np.array([OTHER_COLOR] + [cs.PALETTE[ids[0]] for _, ids in groups], np.uint8),
     from_label_id=from_label_id,
     to_label_id=to_label_id,
   )
 
 
-# `streets`: the 12 label ids the procedural street scenes draw (13 classes with 'other').
+def one_id_per_class(name: str, label_ids: tuple[int, ...]) -> LabelSet:
+  """A set whose classes are `label_ids`, one each (Cityscapes names and colours), and class 0
+  'other' for every remaining id, which goes back to 0 'unlabeled'."""
+  return grouped(name, tuple((cs.CLASS_NAMES[i], (i,)) for i in label_ids))
+
+
+# Paper 2 trains SemGAN on Cityscapes with "22 main classes" without listing them. Ours: the 19
+# training classes (the ones every Cityscapes benchmark scores), with the ids they leave out
+# merged into their nearest class (parking and rail track into 'ground', guard rail into fence,
+# bridge and tunnel into building, polegroup into pole, caravan and trailer into truck), plus
+# the ego vehicle (a fixed shape at the bottom of every frame, which a layout model should
+# draw), 'ground', and 'other' (unlabeled, rectification border, out of roi, static, dynamic).
+CITYSCAPES_22 = (
+  ('ego vehicle', (1,)),
+  ('ground', (6, 9, 10)),
+  ('road', (7,)),
+  ('sidewalk', (8,)),
+  ('building', (11, 15, 16)),
+  ('wall', (12,)),
+  ('fence', (13, 14)),
+  ('pole', (17, 18)),
+  ('traffic light', (19,)),
+  ('traffic sign', (20,)),
+  ('vegetation', (21,)),
+  ('terrain', (22,)),
+  ('sky', (23,)),
+  ('person', (24,)),
+  ('rider', (25,)),
+  ('car', (26,)),
+  ('truck', (27, 29, 30)),
+  ('bus', (28,)),
+  ('train', (31,)),
+  ('motorcycle', (32,)),
+  ('bicycle', (33,)),
+)
+
 LABEL_SETS: dict[str, LabelSet] = {
+  # The 12 label ids the procedural street scenes draw (13 classes with 'other').
   'streets': one_id_per_class('streets', streets.CLASS_IDS),
+  'cityscapes22': grouped('cityscapes22', CITYSCAPES_22),
 }
 
 
