@@ -246,7 +246,7 @@ class Cityscapes(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     CityscapesConfig(height=256, width=512, description='256x512 (H x W).'),
     CityscapesConfig(height=128, width=256, description='128x256 (H x W), as the streets set.'),
     CityscapesConfig(
-      height=128, width=128, description='128x128 (H x W): SemGAN\'s label maps (paper 2).'
+      height=128, width=128, description="128x128 (H x W): SemGAN's label maps (paper 2)."
     ),
     CityscapesConfig(height=32, width=64, description='32x64 (H x W), for tests.'),
   ]
