@@ -43,8 +43,8 @@ class LabelSet:
 
 
 def grouped(name: str, groups: tuple[tuple[str, tuple[int, ...]], ...]) -> LabelSet:
-  """A set whose class i is `groups[i] = (name, label ids)`, standing for its first id (whose
-  Cityscapes colour it takes), and class 0 'other' (white) for every id no group names."""
+  """Class 0 'other' (white) for every id no group names, then one class per `(name, label
+  ids)` group, in order, standing for its first id (whose Cityscapes colour it takes)."""
   named = [i for _, ids in groups for i in ids]
   if len(set(named)) != len(named) or not all(0 < i < cs.NUM_CLASSES for i in named):
     raise ValueError(f'{name}: the groups must name distinct ids in [1, {cs.NUM_CLASSES}).')
