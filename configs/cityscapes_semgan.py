@@ -13,19 +13,9 @@ Variants, chosen after a colon: `--config=configs/cityscapes_semgan.py:<variant>
   tiny    a few steps at 32×64, for tests on a fake copy of the archives.
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-
-def _shapes_config(variant: str) -> ml_collections.ConfigDict:
-  """configs/shapes.py's config (configs/ is not a package, so it is loaded by path)."""
-  path = pathlib.Path(__file__).with_name('shapes.py')
-  spec = importlib.util.spec_from_file_location('semgan_jax_configs_shapes', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+from semgan_jax import config_files
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -34,7 +24,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     raise ValueError(
       f"configs/cityscapes_semgan.py: unknown variant {variant!r}; expected '', 'quick' or 'tiny'."
     )
-  config = _shapes_config(variant)
+  config = config_files.sibling(__file__, 'shapes', variant)
   config.task = 'semgan'  # A task of semgan_jax.tasks.TASKS.
 
   data = config.data

@@ -11,19 +11,9 @@ Variants, chosen after a colon: `--config=configs/streets_semgan.py:<variant>`
   tiny    a few steps of a minute network at 32×64, for tests and smoke checks.
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-
-def _shapes_config(variant: str) -> ml_collections.ConfigDict:
-  """configs/shapes.py's config (configs/ is not a package, so it is loaded by path)."""
-  path = pathlib.Path(__file__).with_name('shapes.py')
-  spec = importlib.util.spec_from_file_location('semgan_jax_configs_shapes', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+from semgan_jax import config_files
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -32,7 +22,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     raise ValueError(
       f"configs/streets_semgan.py: unknown variant {variant!r}; expected '' or 'tiny'."
     )
-  config = _shapes_config('tiny' if variant == 'tiny' else 'quick')
+  config = config_files.sibling(__file__, 'shapes', 'tiny' if variant == 'tiny' else 'quick')
   config.task = 'semgan'  # A task of semgan_jax.tasks.TASKS.
 
   data = config.data
