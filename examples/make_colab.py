@@ -26,8 +26,7 @@ repository, `%cd` into it and install it the same way).""",
   ),
   (
     'code',
-    """import importlib.util
-import pathlib
+    """import pathlib
 import tempfile
 
 import jax
@@ -35,7 +34,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from semgan_jax import data, images
+from semgan_jax import config_files, data, images
 from semgan_jax.data import cityscapes_labels, label_sets
 from semgan_jax.data.paired import create_paired_iterator
 from semgan_jax.tasks import dream
@@ -45,10 +44,7 @@ from semgan_jax.train.state import create_train_state
 
 def load_config(name, variant=''):
   # configs/ holds plain files with a get_config(); loaded by path from the repository root.
-  spec = importlib.util.spec_from_file_location(name, pathlib.Path('configs') / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_files.load(pathlib.Path('configs') / f'{name}.py', variant)
 
 
 data_dir = tempfile.mkdtemp(prefix='semgan_jax_tfds_')
