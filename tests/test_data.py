@@ -203,7 +203,7 @@ def test_dataset_spec():
   assert spec.num_classes == 4 and spec.image_size == 64 and spec.num_examples == 2916
   assert spec.class_names == data.CLASS_NAMES
   np.testing.assert_array_equal(spec.palette, data.PALETTE)
-  assert set(data.DATASETS) == {'colored_shapes', 'streets', 'cityscapes'}
+  assert set(data.DATASETS) == {'colored_shapes', 'streets', 'cityscapes', 'facades'}
 
 
 def test_unknown_dataset_name(tmp_path):

@@ -13,6 +13,7 @@ from semgan_jax.data.colored_shapes import (
   ColoredShapes,
   render_colored_shapes,
 )
+from semgan_jax.data.facades import Facades, FacadesFilesError
 from semgan_jax.data.paired import create_paired_iterator
 from semgan_jax.data.pipeline import (
   DATASETS,
@@ -39,6 +40,8 @@ __all__ = [
   'CityscapesFilesError',
   'ColoredShapes',
   'DatasetSpec',
+  'Facades',
+  'FacadesFilesError',
   'PreparedDataError',
   'Streets',
   'colorize',

@@ -1,16 +1,14 @@
 """Cityscapes (gtFine) photos, label-id maps and instance maps, read from the official archives."""
 
-import dataclasses
-import io
 import os
-import zipfile
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
-from semgan_jax.data import paired
+from semgan_jax.data import archives, paired
+from semgan_jax.data.archives import resize_nearest  # noqa: F401 (part of this module's API)
 
 # The label set lives in its own module (no tfds or PIL); its names are part of this one's API.
 from semgan_jax.data.cityscapes_labels import (  # noqa: F401
@@ -70,95 +68,6 @@ class CityscapesFilesError(FileNotFoundError):
   """The Cityscapes files are missing from the manual directory, or incomplete."""
 
 
-def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
-  """Nearest-neighbour resize of an (H, W) map: every output pixel copies one input pixel.
-
-  Output pixel (i, j) takes the input pixel under its centre, so ids are never mixed and a map
-  made of aligned k x k blocks comes back exactly when shrunk by k.
-
-  Args:
-    array: (H, W) array of any dtype.
-    height: Output height.
-    width: Output width.
-
-  Returns:
-    The (height, width) array, same dtype.
-  """
-  in_h, in_w = array.shape[:2]
-  if (in_h, in_w) == (height, width):
-    return array
-  rows = ((np.arange(height) + 0.5) * (in_h / height)).astype(np.int64)
-  cols = ((np.arange(width) + 0.5) * (in_w / width)).astype(np.int64)
-  return array[np.minimum(rows, in_h - 1)[:, None], np.minimum(cols, in_w - 1)[None, :]]
-
-
-@dataclasses.dataclass
-class _Tree:
-  """One of the two file trees (photos or labels): an extracted folder or the zip beside it."""
-
-  root: epath.Path  # The manual directory.
-  folder: str  # 'leftImg8bit' or 'gtFine'.
-  archive: str  # Its zip's file name.
-
-  def locate(self) -> str | None:
-    """'folder' or 'zip' for whichever exists (the folder first), None if neither does."""
-    if (self.root / self.folder).is_dir():
-      return 'folder'
-    if (self.root / self.archive).is_file():
-      return 'zip'
-    return None
-
-  def describe(self, name: str) -> str:
-    """A member's full location, for error messages."""
-    if self.locate() == 'zip':
-      return f'{self.root / self.archive}:{name}'
-    return os.fspath(self.root / name)
-
-
-class _Reader:
-  """Lists and reads the files of a _Tree, from the folder or straight out of the zip."""
-
-  def __init__(self, tree: _Tree):
-    self.tree = tree
-    self.kind = tree.locate()
-    self._zip = zipfile.ZipFile(tree.root / tree.archive) if self.kind == 'zip' else None
-
-  def close(self):
-    if self._zip is not None:
-      self._zip.close()
-
-  def list(self, split_folder: str) -> list[str]:
-    """Paths relative to the manual directory ('<folder>/<split>/<city>/<file>') of one split."""
-    prefix = f'{self.tree.folder}/{split_folder}/'
-    if self._zip is not None:
-      return [n for n in self._zip.namelist() if n.startswith(prefix) and not n.endswith('/')]
-    split_dir = self.tree.root / self.tree.folder / split_folder
-    if not split_dir.is_dir():
-      return []
-    root = os.fspath(self.tree.root)
-    return [
-      os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, '/')
-      for dirpath, _, files in os.walk(os.fspath(split_dir))
-      for f in files
-    ]
-
-  def read(self, name: str) -> bytes:
-    if self._zip is not None:
-      return self._zip.read(name)
-    return (self.tree.root / name).read_bytes()
-
-
-def _by_stem(names: list[str], suffix: str) -> dict[str, str]:
-  """{<city>_<seq>_<frame>: path} of the files ending in suffix."""
-  out = {}
-  for name in names:
-    base = name.rsplit('/', 1)[-1]
-    # Names starting with '.' are not Cityscapes files (e.g. macOS '._' entries in a zip).
-    if base.endswith(suffix) and not base.startswith('.'):
-      out[base[: -len(suffix)]] = name
-  return out
-
-
 def missing_files_message(manual_dir) -> str:
   """The error text for a manual directory without the Cityscapes files."""
   return (
@@ -167,15 +76,6 @@ def missing_files_message(manual_dir) -> str:
     'Then call load_source(..., manual_dir=<that directory>) (by default '
     '<data_dir>/downloads/manual).'
   )
-
-
-def _decode(data: bytes, what: str) -> Image.Image:
-  try:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-  except Exception as e:
-    raise ValueError(f'Cannot decode {what}: {e}') from e
-  return image
 
 
 def read_example(
@@ -199,9 +99,9 @@ def read_example(
     ValueError: If a file cannot be decoded, the maps' size differs from the photo's, or a label
       id is outside [0, NUM_CLASSES).
   """
-  photo_image = _decode(photo, names[0]).convert('RGB')
-  label_image = _decode(label, names[1])
-  instance_image = _decode(instance, names[2])
+  photo_image = archives.decode(photo, names[0]).convert('RGB')
+  label_image = archives.decode(label, names[1])
+  instance_image = archives.decode(instance, names[2])
   for image, name in ((label_image, names[1]), (instance_image, names[2])):
     if image.size != photo_image.size:
       raise ValueError(
@@ -224,46 +124,26 @@ def read_example(
   }
 
 
-class CityscapesConfig(tfds.core.BuilderConfig):
-  """A resolution of the Cityscapes data set."""
-
-  def __init__(self, *, height: int, width: int, **kwargs):
-    super().__init__(name=f'{height}x{width}', **kwargs)
-    self.height = height
-    self.width = width
-
-
 # skip_registration: tfds ships a (TensorFlow-based) builder of the same name; registering ours
 # would clash with it the moment both are imported. We never look builders up by name.
-class Cityscapes(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Cityscapes(archives.ManualBuilder, skip_registration=True):
   """Cityscapes gtFine train and validation, from the archives in a manual directory."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [
-    CityscapesConfig(height=512, width=1024, description='512x1024 (H x W), the paper.'),
-    CityscapesConfig(height=256, width=512, description='256x512 (H x W).'),
-    CityscapesConfig(height=128, width=256, description='128x256 (H x W), as the streets set.'),
-    CityscapesConfig(
+    archives.ResolutionConfig(height=512, width=1024, description='512x1024 (H x W), the paper.'),
+    archives.ResolutionConfig(height=256, width=512, description='256x512 (H x W).'),
+    archives.ResolutionConfig(
+      height=128, width=256, description='128x256 (H x W), as the streets set.'
+    ),
+    archives.ResolutionConfig(
       height=128, width=128, description="128x128 (H x W): SemGAN's label maps (paper 2)."
     ),
-    CityscapesConfig(height=32, width=64, description='32x64 (H x W), for tests.'),
+    archives.ResolutionConfig(height=32, width=64, description='32x64 (H x W), for tests.'),
   ]
   code_path = epath.Path(__file__)
-
-  def __init__(self, *, manual_dir: epath.PathLike | None = None, **kwargs):
-    """Makes the builder.
-
-    Args:
-      manual_dir: Directory holding the Cityscapes archives or their extracted folders;
-        `<data_dir>/downloads/manual` (tfds's convention) when None.
-      **kwargs: Passed on to `tfds.core.GeneratorBasedBuilder` (data_dir, config, ...).
-    """
-    super().__init__(**kwargs)
-    if manual_dir is None:
-      manual_dir = epath.Path(self.data_dir_root) / 'downloads' / 'manual'
-    self.manual_dir = epath.Path(os.path.expanduser(os.fspath(manual_dir)))
 
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
@@ -285,8 +165,8 @@ class Cityscapes(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _generate_examples(self, triples):
     config = self.builder_config
-    photos = _Reader(_Tree(self.manual_dir, 'leftImg8bit', PHOTO_ARCHIVE))
-    labels = _Reader(_Tree(self.manual_dir, 'gtFine', LABEL_ARCHIVE))
+    photos = archives.Reader(archives.Tree(self.manual_dir, 'leftImg8bit', PHOTO_ARCHIVE))
+    labels = archives.Reader(archives.Tree(self.manual_dir, 'gtFine', LABEL_ARCHIVE))
 
     def make(triple):
       photo, label, instance = triple
@@ -330,21 +210,21 @@ def find_pairs(manual_dir) -> dict[str, list[tuple[str, str, str]]]:
   """
   manual_dir = epath.Path(manual_dir)
   trees = (
-    _Tree(manual_dir, 'leftImg8bit', PHOTO_ARCHIVE),
-    _Tree(manual_dir, 'gtFine', LABEL_ARCHIVE),
+    archives.Tree(manual_dir, 'leftImg8bit', PHOTO_ARCHIVE),
+    archives.Tree(manual_dir, 'gtFine', LABEL_ARCHIVE),
   )
   absent = [t for t in trees if t.locate() is None]
   if absent:
     wanted = ', '.join(f'{t.archive} (or its extracted {t.folder}/ folder)' for t in absent)
     raise CityscapesFilesError(f'Missing {wanted}.\n{missing_files_message(manual_dir)}')
-  photos, labels = _Reader(trees[0]), _Reader(trees[1])
+  photos, labels = archives.Reader(trees[0]), archives.Reader(trees[1])
   try:
     out = {}
     for split, folder in SPLIT_FOLDERS.items():
-      photo_names = _by_stem(photos.list(folder), _PHOTO_SUFFIX)
+      photo_names = archives.by_stem(photos.list(folder), _PHOTO_SUFFIX)
       label_files = labels.list(folder)
-      label_names = _by_stem(label_files, _LABEL_SUFFIX)
-      instance_names = _by_stem(label_files, _INSTANCE_SUFFIX)
+      label_names = archives.by_stem(label_files, _LABEL_SUFFIX)
+      instance_names = archives.by_stem(label_files, _INSTANCE_SUFFIX)
       if not photo_names:
         raise CityscapesFilesError(
           f'No photos in {trees[0].describe(f"leftImg8bit/{folder}/")} (expected '

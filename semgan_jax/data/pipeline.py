@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from jax.experimental import multihost_utils
 
-from semgan_jax.data import batching, cityscapes, colored_shapes, streets
+from semgan_jax.data import batching, cityscapes, colored_shapes, facades, streets
 from semgan_jax.errors import UserInputError
 
 # Elements of the iterator are whole batches, so a short queue already keeps the device busy;
@@ -108,6 +108,18 @@ DATASETS: dict[str, DatasetSpec] = {
     config_names=tuple(c.name for c in cityscapes.Cityscapes.BUILDER_CONFIGS),
     manual_download=True,
   ),
+  # Label maps (with their photos, which SemGAN does not read) of CMP's 606 facades.
+  'facades': DatasetSpec(
+    name='facades',
+    num_classes=facades.NUM_CLASSES,
+    image_size=facades.Facades.BUILDER_CONFIGS[0].height,
+    class_names=facades.CLASS_NAMES,
+    palette=facades.PALETTE,
+    num_examples=facades.NUM_EXAMPLES,
+    config_name=facades.Facades.BUILDER_CONFIGS[0].name,
+    config_names=tuple(c.name for c in facades.Facades.BUILDER_CONFIGS),
+    manual_download=True,
+  ),
 }
 
 # Train-split sizes of the configs whose size differs from the default config's.
@@ -119,6 +131,7 @@ _BUILDERS = {
   'colored_shapes': colored_shapes.ColoredShapes,
   'streets': streets.Streets,
   'cityscapes': cityscapes.Cityscapes,
+  'facades': facades.Facades,
 }
 
 
@@ -188,14 +201,14 @@ def load_source(
 ):
   """Returns the random-access data source of one split of a data set.
 
-  The data set is generated under `data_dir` on first use (Cityscapes from the archives in
-  `manual_dir`). With several processes, process 0 prepares it first and the others wait for
-  it, so a shared `data_dir` is written once.
+  The data set is generated under `data_dir` on first use (Cityscapes and CMP Facades from the
+  archives in `manual_dir`). With several processes, process 0 prepares it first and the others
+  wait for it, so a shared `data_dir` is written once.
 
   Args:
     name: Name of the data set, a key of `DATASETS`.
     data_dir: tfds data directory (`~` is expanded); created if missing.
-    split: 'train', or 'validation' for the paired sets.
+    split: 'train', or 'validation' for the streets and Cityscapes.
     config_name: Builder config (resolution, e.g. '64x128'), None for the default.
     manual_dir: Where the manually downloaded files are (data sets with `manual_download`);
       None for tfds's `<data_dir>/downloads/manual`.
@@ -209,8 +222,9 @@ def load_source(
     ValueError: If `name`, `config_name` or `split` is unknown, `manual_dir` is given for a data
       set without manual files, or `data_dir` cannot be created or is not a writable directory.
     PermissionError: If writing the data set into `data_dir` is refused.
-    cityscapes.CityscapesFilesError: If Cityscapes must be prepared and its files are missing
-      or incomplete (the message says what to download and where to put it).
+    cityscapes.CityscapesFilesError, facades.FacadesFilesError: If Cityscapes or CMP Facades
+      must be prepared and its files are missing or incomplete (the message says what to
+      download and where to put it).
   """
   spec = get_dataset_spec(name, config_name)
   if manual_dir is not None and not spec.manual_download:
