@@ -10,6 +10,8 @@ Variants, chosen after a colon: `--config=configs/cityscapes_semgan.py:<variant>
   (none)  the paper's best run (Table 3): lr 2e-4, ks 7, ld 128, batch 32, 5·10⁴ steps.
   quick   a CPU-sized network (widths 16, ks 4, batch 16, 3,000 steps); not yet timed: the
           archives are not available where it was written.
+  small   the paper's run at 128×256, the resolution of configs/cityscapes.py:<column>,small:
+          the SemGAN half of configs/dream_cityscapes.py.
   tiny    a few steps at 32×64, for tests on a fake copy of the archives.
 """
 
@@ -19,12 +21,13 @@ from semgan_jax import config_files
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
-  """Returns the experiment config; `variant` is '', 'quick' or 'tiny'."""
-  if variant not in ('', 'quick', 'tiny'):
+  """Returns the experiment config; `variant` is '', 'quick', 'small' or 'tiny'."""
+  if variant not in ('', 'quick', 'small', 'tiny'):
     raise ValueError(
-      f"configs/cityscapes_semgan.py: unknown variant {variant!r}; expected '', 'quick' or 'tiny'."
+      f'configs/cityscapes_semgan.py: unknown variant {variant!r}; expected one of '
+      "'', 'quick', 'small' or 'tiny'."
     )
-  config = config_files.sibling(__file__, 'shapes', variant)
+  config = config_files.sibling(__file__, 'shapes', '' if variant == 'small' else variant)
   config.task = 'semgan'  # A task of semgan_jax.tasks.TASKS.
 
   data = config.data
@@ -39,9 +42,12 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
 
   config.model.latent_dim = 128  # Appendix B, Table 3's best Cityscapes run: ld 128,
   config.optim.lr = 2e-4  # lr 2e-4,
-  if not variant:
+  if variant in ('', 'small'):
     config.model.kernel_size = 7  # and ks 7 (the quick and tiny networks keep theirs).
     config.evals.maps.num_images = 2_975  # The whole training split.
+    if variant == 'small':
+      data.config_name = '128x256'
+      data.width = 256
   elif variant == 'quick':
     data.batch_size = 16
     config.evals.maps.num_images = 1_024

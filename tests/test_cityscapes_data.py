@@ -10,7 +10,7 @@ import pytest
 from conftest import _load_config_module
 from PIL import Image
 
-from semgan_jax import data
+from semgan_jax import data, tasks
 from semgan_jax.data import cityscapes, label_sets
 from semgan_jax.tasks import TASKS
 from semgan_jax.tasks import base as tasks_base
@@ -235,19 +235,55 @@ def test_resize_nearest_copies_input_values():
   np.testing.assert_array_equal(cityscapes.resize_nearest(blocks, 37, 53), ids)
 
 
-def test_semgan_learns_cityscapes_label_maps_in_22_classes(tmp_path):
-  """configs/cityscapes_semgan.py:tiny on the fake archives: the maps it reads are the label
-  ids through the cityscapes22 table, and it trains."""
+def test_dream_cityscapes_scenes_in_22_classes(tmp_path):
+  """configs/cityscapes_semgan.py:tiny on the fake archives reads the label ids through the
+  cityscapes22 table and trains; a tiny SemanticGAN on the same archives paints its maps
+  (configs/dream_cityscapes.py), whose ids are those the 22 classes stand for."""
   manual = _write(tmp_path / 'manual', _files(), 'zip')
   config = _load_config_module('cityscapes_semgan').get_config('tiny')
   config.data.data_dir, config.data.manual_dir = str(tmp_path / 'tfds'), str(manual)
   config.evals = ml_collections.ConfigDict()  # 3 training maps: too few to evaluate.
   config.train.sample_every_steps = 4
-  state = runner.train(TASKS['semgan'], config, str(tmp_path / 'run'))
+  state = runner.train(TASKS['semgan'], config, str(tmp_path / 'semgan'))
   assert int(state.step) == 4
-  table = label_sets.get_label_set('cityscapes22').from_label_id
+  cityscapes22 = label_sets.get_label_set('cityscapes22')
   raw = _load(tmp_path, str(manual))
   relabeled = tasks_base.split_loader(config)('train')
   assert len(relabeled) == len(raw) == 3
   for i in range(3):
-    np.testing.assert_array_equal(relabeled[i]['label'], table[raw[i]['label']])
+    np.testing.assert_array_equal(
+      relabeled[i]['label'], cityscapes22.from_label_id[raw[i]['label']]
+    )
+
+  photos = _load_config_module('streets').get_config('tiny')  # Its network, on Cityscapes.
+  photos.data.update(name='cityscapes', data_dir=str(tmp_path / 'tfds'), manual_dir=str(manual))
+  photos.evals = ml_collections.ConfigDict()
+  runner.train(TASKS['semanticgan'], photos, str(tmp_path / 'semanticgan'))
+  dream = _load_config_module('dream_cityscapes').get_config()
+  dream.dream.update(
+    semgan_workdir=str(tmp_path / 'semgan'),
+    semanticgan_workdir=str(tmp_path / 'semanticgan'),
+    interpolation_frames=2,
+  )
+  written = runner.dream(
+    TASKS['dream'], dream, str(tmp_path / 'dream'), get_task=tasks.get_task, num_samples=3
+  )
+  assert written
+  ids = np.load(tmp_path / 'dream' / 'dream' / 'dream_seed0.npy')
+  assert ids.shape == (3, 32, 64)
+  assert set(np.unique(ids).tolist()) <= set(cityscapes22.to_label_id.tolist())
+
+
+@pytest.mark.parametrize(
+  ('variant', 'size'), [('', (128, 128)), ('quick', (128, 128)), ('small', (128, 256))]
+)
+def test_semgan_configs_match_the_data_set(variant, size):
+  """Each variant reads a prepared resolution in 22 classes, with Table 3's best ld and lr; the
+  small one is the resolution of configs/cityscapes.py:<column>,small, its dream partner."""
+  config = _load_config_module('cityscapes_semgan').get_config(variant)
+  spec = tasks_base.dataset_spec(config)
+  assert (spec.height, spec.width, spec.num_classes) == (*size, 22)
+  assert (config.model.latent_dim, config.optim.lr) == (128, 2e-4)
+  if variant == 'small':
+    partner = _load_config_module('cityscapes').get_config('f,small')
+    assert (partner.data.height, partner.data.width) == size
