@@ -79,6 +79,10 @@ def test_metrics_of_an_untrained_generator(evaluator, state):
   assert metrics['swd_avg'] > 1.0 and metrics['fid'] > 1e-3
   # The softmax head's argmax maps are on the palette by construction.
   assert metrics['off_palette_fraction'] == 0.0
+  # The real colored shapes: one circle per map, round; the untrained maps are not.
+  assert metrics['real_single/circle'] == 1.0 and metrics['real_shape/circle_iou'] > 0.97
+  assert metrics['components/background'] != metrics['real_components/background']
+  assert 'IoU' in results['protocol']['components']
   shares = [metrics[f'class_share/{name}'] for name in SPEC.class_names]
   np.testing.assert_allclose(sum(shares), 1.0)
   assert 0.0 <= metrics['ms_ssim'] <= 1.0 and 0.0 <= metrics['ms_ssim_real'] <= 1.0
@@ -108,6 +112,11 @@ def test_padding_is_masked(tiny_config, source, mesh, evaluator):
   assert a.ms_ssim_pairs == b.ms_ssim_pairs == 6
   np.testing.assert_allclose(a.ms_ssim_sum, b.ms_ssim_sum, rtol=1e-5)
   assert a.descriptors.num_images == 12
+  for name in a.map_scores:  # Padded maps are not scored either.
+    np.testing.assert_array_equal(
+      np.concatenate(a.map_scores[name]), np.concatenate(b.map_scores[name])
+    )
+  assert len(np.concatenate(a.map_scores['components/square'])) == 12
 
 
 @pytest.mark.parametrize(

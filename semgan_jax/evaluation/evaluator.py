@@ -142,6 +142,7 @@ class SetStatistics:
   off_palette: int = 0
   ms_ssim_sum: float = 0.0
   ms_ssim_pairs: int = 0
+  map_scores: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)
 
 
 def merge_batch(stats: SetStatistics, out: dict, valid: np.ndarray) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 
 from semgan_jax import images as images_lib
 from semgan_jax import parallel
+from semgan_jax.evaluation import components as components_lib
 from semgan_jax.evaluation import ms_ssim as ms_ssim_lib
 from semgan_jax.evaluation import segmentation, semantic
 from semgan_jax.evaluation import swd as swd_lib
@@ -29,6 +30,7 @@ from semgan_jax.evaluation.evaluator import (
   distribution_metrics,
   local_rows,
   merge_batch,
+  to_host,
 )
 
 # Fields of a `label_maps` evaluator (SemGAN and its RGB baseline) and their defaults.
@@ -43,6 +45,8 @@ LABEL_MAP_DEFAULTS = {
   'ms_ssim': True,  # Mean MS-SSIM of pairs of generated (and of real) images.
   'ms_ssim_variant': 'progan',  # 'progan' (any size ≥ 16) or 'standard' (≥ 176 px).
   'class_frequencies': True,  # Real vs generated class histograms, off-palette pixels.
+  # Connected components per class and map (and shape scores on colored shapes): components.py.
+  'components': True,
   'fid': False,  # Needs the converted Inception weights (see semgan_jax.weights.fid_inception).
   'kid': False,  # Kernel Inception Distance from the same features (keeps them: 8 KiB/image).
   'fid_weights': '',  # Path of the converted .npz ('' = the default cache path).
@@ -140,6 +144,17 @@ class LabelMapEvaluator(Evaluator):
       )
     if c['ms_ssim']:
       protocol['ms_ssim'] = f'variant {c["ms_ssim_variant"]}; pairs (2i, 2i+1) of each batch'
+    if c['components']:
+      protocol['components'] = (
+        'per map: 4-connected components of each class (mean count, fraction of maps with '
+        f'exactly one), components under {components_lib.SMALL_PIXELS} px of classes > 0'
+        + (
+          '; shapes: IoU of the largest circle / square component with the radius-10 disk / '
+          '10x10 square at its centroid, rectangle area over bounding box'
+          if spec.name == 'colored_shapes'
+          else ''
+        )
+      )
     if self.uses_features:
       if self.feature_fn is not None:
         protocol['fid'] = 'features from a user-supplied feature_fn (not comparable with FID)'
@@ -175,6 +190,8 @@ class LabelMapEvaluator(Evaluator):
         pair_valid = valid_f[0::2] * valid_f[1::2]
         out['ms_ssim_sum'] = jnp.sum(scores * pair_valid)
         out['ms_ssim_pairs'] = jnp.sum(pair_valid)
+      if c['components']:
+        out['labels'] = labels.astype(jnp.uint8)  # Scored on the host (components.py).
       return out
 
     def valid_mask(batch_index):
@@ -207,6 +224,11 @@ class LabelMapEvaluator(Evaluator):
   # Streaming.
 
   def _merge(self, stats: SetStatistics, out: dict, valid: np.ndarray) -> None:
+    if 'labels' in out:
+      labels = to_host(out.pop('labels'))[valid]
+      scores = components_lib.map_scores(labels, self.spec.class_names, self.spec.name)
+      for name, values in scores.items():
+        stats.map_scores.setdefault(name, []).append(values)
     merge_batch(stats, out, valid)
 
   def _real_batch(self, batch_index: int) -> tuple[jax.Array, np.ndarray]:
@@ -264,4 +286,8 @@ class LabelMapEvaluator(Evaluator):
       )
       pixels = fake.num_images * spec.height * spec.width
       metrics['off_palette_fraction'] = fake.off_palette / pixels
+    if c['components']:
+      metrics.update(components_lib.summarize(fake.map_scores))
+      real_scores = components_lib.summarize(real.map_scores)
+      metrics.update({f'real_{name}': value for name, value in real_scores.items()})
     return metrics
