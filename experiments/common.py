@@ -1,0 +1,188 @@
+"""What the reproduction scripts share: runs as a user makes them, seeds, tables, provenance.
+
+Each table is a list of `Run`s: a config file, its overrides and a seed. `run_all` trains each
+one with `python -m semgan_jax.main` in its own process (exactly the user's command, which trains
+and evaluates at the end) into `<out>/runs/<name>`, one after the other (timings stay clean), and
+records its final evaluation and wall time in `<out>/runs/<name>/experiment.json`. A run with
+that file is not run again, and an interrupted run resumes from its last checkpoint (the runner's
+exact resume), so re-running a script after a stop continues where it was.
+
+`table` aggregates the runs of each row over seeds (mean ± sample standard deviation, ddof=1) at
+a fixed precision: the same seeds on the same machine give the same table (the runs are
+deterministic on a CPU).
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run of a table: `row` names its row, `seed` its place among the seeds."""
+
+  row: str
+  config: str  # 'configs/<file>.py[:variant]', relative to the repository.
+  seed: int
+  overrides: tuple[str, ...] = ()  # '--config.<field>=<value>' flags.
+
+  @property
+  def name(self) -> str:
+    return run_name(self.row, self.seed)
+
+
+def run_name(row: str, seed: int) -> str:
+  """The folder of a row's run with one seed, under `<out>/runs/`."""
+  slug = ''.join(c if c.isalnum() else '_' for c in row.lower()).strip('_')
+  return f'{slug}_seed{seed}'
+
+
+def final_eval(workdir: pathlib.Path) -> dict:
+  """The newest evaluation a run wrote (`eval/step_<n>.json`), with its step."""
+  files = sorted((workdir / 'eval').glob('step_*.json'))
+  if not files:
+    raise RuntimeError(f'{workdir} holds no evaluation (eval/step_*.json)')
+  result = json.loads(files[-1].read_text())
+  result['step'] = int(files[-1].stem.split('_')[1])
+  return result
+
+
+def run_one(run: Run, out: pathlib.Path, env: dict | None = None) -> dict:
+  """Trains (or resumes) one run; returns its record (also written to experiment.json)."""
+  workdir = out / 'runs' / run.name
+  record_file = workdir / 'experiment.json'
+  if record_file.exists():
+    return json.loads(record_file.read_text())
+  command = [
+    sys.executable,
+    '-m',
+    'semgan_jax.main',
+    f'--config={run.config}',
+    f'--workdir={workdir}',
+    f'--config.seed={run.seed}',
+    *run.overrides,
+  ]
+  log = out / 'runs' / f'{run.name}.log'
+  log.parent.mkdir(parents=True, exist_ok=True)
+  print(f'[{_now()}] {run.name}: {" ".join(command[2:])}', flush=True)
+  start = time.perf_counter()
+  with log.open('a') as f:
+    result = subprocess.run(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
+  seconds = time.perf_counter() - start
+  if result.returncode:
+    tail = log.read_text().strip().splitlines()[-5:]
+    raise RuntimeError(f'{run.name} failed (exit {result.returncode}); {log}:\n' + '\n'.join(tail))
+  evaluation = final_eval(workdir)
+  record = {
+    'run': dataclasses.asdict(run),
+    'command': ' '.join(['python', *command[1:]]),
+    'seconds': seconds,  # This invocation only (a resumed run's earlier part is not counted).
+    'step': evaluation['step'],
+    'evaluators': evaluation['evaluators'],
+  }
+  tmp = record_file.with_suffix('.tmp')
+  tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+  os.replace(tmp, record_file)
+  print(f'[{_now()}] {run.name}: done in {seconds:.0f} s', flush=True)
+  return record
+
+
+def run_all(runs: Sequence[Run], out: pathlib.Path, env: dict | None = None) -> list[dict]:
+  """Every run, in order (seed-major, so that a partial table already has every row)."""
+  return [run_one(run, out, env) for run in runs]
+
+
+def metric(record: dict, evaluator: str, name: str) -> float:
+  return float(record['evaluators'][evaluator]['metrics'].get(name, float('nan')))
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+  """A table column: a metric of an evaluator, its header and printed decimals."""
+
+  evaluator: str
+  metric: str
+  header: str
+  decimals: int
+
+
+def aggregate(records: list[dict], columns: Sequence[Column]) -> dict[str, dict]:
+  """{row: {'seeds': [...], metric: {'mean', 'std', 'values'}}} over the records of each row."""
+  rows: dict[str, dict] = {}
+  for record in records:
+    row = rows.setdefault(record['run']['row'], {'seeds': [], 'seconds': []})
+    row['seeds'].append(record['run']['seed'])
+    row['seconds'].append(record['seconds'])
+    for column in columns:
+      entry = row.setdefault(column.metric, {'values': []})
+      entry['values'].append(metric(record, column.evaluator, column.metric))
+  for row in rows.values():
+    for column in columns:
+      values = np.asarray(row[column.metric]['values'], np.float64)
+      row[column.metric]['mean'] = float(values.mean())
+      row[column.metric]['std'] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+  return rows
+
+
+def markdown_table(rows: dict[str, dict], columns: Sequence[Column], notes: dict[str, str]) -> str:
+  """Rows of mean ± std (n seeds), a column per metric and the row's note last."""
+  header = ['', 'seeds', *[c.header for c in columns], 'agrees with the paper?']
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for name, row in rows.items():
+    cells = [name, str(len(row['seeds']))]
+    for c in columns:
+      entry = row[c.metric]
+      cells.append(f'{entry["mean"]:.{c.decimals}f} ± {entry["std"]:.{c.decimals}f}')
+    cells.append(notes.get(name, ''))
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def provenance() -> dict:
+  """The machine, versions and commit the numbers come from."""
+  import jax
+
+  cpu = platform.processor() or platform.machine()
+  try:
+    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
+      if line.startswith('model name'):
+        cpu = line.split(':', 1)[1].strip()
+        break
+  except OSError:
+    pass
+  commit = subprocess.run(
+    ['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True, check=False
+  ).stdout.strip()
+  return {
+    'machine': f'{cpu}, {os.cpu_count()} cores',
+    'python': platform.python_version(),
+    'jax': jax.__version__,
+    'devices': str(jax.devices()),
+    'commit': commit or 'unknown',
+    'date': _now(),
+  }
+
+
+def write_outputs(out: pathlib.Path, name: str, markdown: str, data: dict) -> None:
+  """`<out>/<name>.md` and `<out>/<name>.json`, each written atomically."""
+  out.mkdir(parents=True, exist_ok=True)
+  for suffix, text in (('.md', markdown), ('.json', json.dumps(data, indent=2, sort_keys=True))):
+    path = out / f'{name}{suffix}'
+    tmp = path.with_suffix(suffix + '.tmp')
+    tmp.write_text(text + '\n')
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+  return datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S')

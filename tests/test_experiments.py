@@ -1,0 +1,85 @@
+"""Tests of the reproduction scripts' harness (experiments/common.py) on tiny runs."""
+
+import json
+import os
+import sys
+
+import pytest
+from conftest import FAST_COMPILE_FLAGS, REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / 'experiments'))
+
+import common  # noqa: E402
+import shapes_table  # noqa: E402
+
+COLUMNS = (
+  common.Column('maps', 'swd_avg', 'SWD avg', 1),
+  common.Column('maps', 'single/square', 'one square', 2),
+)
+
+
+@pytest.fixture(scope='module')
+def env(compilation_cache_dir):
+  return dict(
+    os.environ,
+    XLA_FLAGS=FAST_COMPILE_FLAGS,
+    JAX_PLATFORMS='cpu',
+    JAX_COMPILATION_CACHE_DIR=compilation_cache_dir,
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+  )
+
+
+def _runs(tfds_dir, seeds):
+  extra = (f'--config.data.data_dir={tfds_dir}', '--config.evals.maps.every_steps=4')
+  return [common.Run('SemGAN tiny', 'configs/shapes.py:tiny', s, extra) for s in seeds]
+
+
+def test_runs_are_recorded_skipped_and_reproduced(tfds_dir, tmp_path, env):
+  out = tmp_path / 'a'
+  records = common.run_all(_runs(tfds_dir, [0, 1]), out, env)
+  assert [r['run']['seed'] for r in records] == [0, 1] and all(r['step'] == 4 for r in records)
+  assert (out / 'runs' / 'semgan_tiny_seed0' / 'experiment.json').exists()
+  assert '--config.seed=1' in records[1]['command']
+  rows = common.aggregate(records, COLUMNS)
+  values = rows['SemGAN tiny']['swd_avg']['values']
+  assert rows['SemGAN tiny']['seeds'] == [0, 1] and values[0] != values[1]
+  table = common.markdown_table(rows, COLUMNS, {'SemGAN tiny': 'note'})
+  mean, std = rows['SemGAN tiny']['swd_avg']['mean'], rows['SemGAN tiny']['swd_avg']['std']
+  assert f'| SemGAN tiny | 2 | {mean:.1f} ± {std:.1f} |' in table and table.endswith('note |')
+
+  # A finished run is not run again: its record is read back.
+  (out / 'runs' / 'semgan_tiny_seed0' / 'checkpoints').rename(tmp_path / 'moved')
+  # (Compared as JSON: the records hold NaN scores, which are unequal to themselves.)
+  reread = common.run_all(_runs(tfds_dir, [0]), out, env)
+  assert json.dumps(reread, sort_keys=True) == json.dumps(records[:1], sort_keys=True)
+  # The same seed in another folder gives the same numbers.
+  again = common.run_all(_runs(tfds_dir, [0]), tmp_path / 'b', env)
+  a, b = (r['evaluators']['maps']['metrics'] for r in (again[0], records[0]))
+  del a['eval_seconds'], b['eval_seconds']
+  assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_a_failed_run_says_where_its_log_is(tfds_dir, tmp_path, env):
+  bad = common.Run('bad', 'configs/shapes.py:tiny', 0, ('--config.model.head=nope',))
+  with pytest.raises(RuntimeError, match=r'bad_seed0 failed \(exit 1\); .*bad_seed0.log'):
+    common.run_one(bad, tmp_path, env)
+  assert not (tmp_path / 'runs' / 'bad_seed0' / 'experiment.json').exists()
+
+
+def test_shapes_table_rows_and_agreement():
+  runs = shapes_table.runs('quick', [0, 1, 2])
+  assert len(runs) == 6 and {r.row for r in runs} == set(shapes_table.ROWS)
+  assert all(r.config == 'configs/shapes.py:quick' for r in runs)
+  long = shapes_table.runs('long', [0])
+  assert '--config.train.num_steps=6000' in long[0].overrides
+
+  def row(swd, off):
+    entry = {'mean': swd, 'std': 1.0}
+    return {**{f'swd_{n}': entry for n in (16, 32, 64, 'avg')}, 'off_palette_fraction': off}
+
+  notes = shapes_table.agreement(
+    {'SemGAN (softmax)': row(40.0, {'mean': 0.0}), 'GAN (RGB)': row(50.0, {'mean': 0.02})}
+  )
+  assert 'lower at SWD 16, SWD 32, SWD 64' in notes['SemGAN (softmax)']
+  assert '0.0200' in notes['GAN (RGB)']
+  json.dumps(notes)
