@@ -281,7 +281,12 @@ def test_generator_ema(init_state, labels, tmp_path):
   assert init_state.g_ema_params is None
   assert 'g_ema_params' not in checkpointing.state_to_tree(init_state)
   decay, mesh = 0.9, _mesh(8)
-  state = _put(init_state.replace(g_ema_params=init_state.g_params, g_ema_decay=decay), mesh)
+  with_ema = init_state.replace(
+    g_ema_params=init_state.g_params,
+    g_ema_batch_stats=init_state.g_batch_stats,
+    g_ema_decay=decay,
+  )
+  state = _put(with_ema, mesh)
   thetas = [_leaves(state.g_params)]
   for step in range(2):
     state, _ = _jit_step()(state, _batch(labels[step], mesh), _rng(step))
@@ -297,20 +302,40 @@ def test_generator_ema(init_state, labels, tmp_path):
   assert any(not np.allclose(ema[n], thetas[2][n]) for n in ema)
 
   z = sample_latents(jax.random.key(3), 4, state.latent_dim)
-  variables = {'params': state.g_ema_params, 'batch_stats': state.g_batch_stats}
+  # Samples use the averaged weights with their own BatchNorm statistics, not the live G's.
+  variables = {'params': state.g_ema_params, 'batch_stats': state.g_ema_batch_stats}
   np.testing.assert_allclose(
     generate(state, z), state.generator.apply(variables, z, train=False), rtol=1e-6
   )
   assert not np.allclose(generate(state, z), generate(state.replace(g_ema_params=None), z))
+  live, averaged = _leaves(state.g_batch_stats), _leaves(state.g_ema_batch_stats)
+  assert any(not np.allclose(live[n], averaged[n]) for n in live)
 
   ckpt = checkpointing.Checkpointer(str(tmp_path))
   assert ckpt.save(2, state, force=True)
   ckpt.wait_until_finished()
-  template = _put(init_state.replace(g_ema_params=init_state.g_params, g_ema_decay=decay), mesh)
-  restored = ckpt.restore(template)
+  restored = ckpt.restore(_put(with_ema, mesh))
   ckpt.close()
   for name, value in _leaves(restored.g_ema_params).items():
     np.testing.assert_array_equal(value, ema[name], err_msg=name)
+  for name, value in _leaves(restored.g_ema_batch_stats).items():
+    np.testing.assert_array_equal(value, averaged[name], err_msg=name)
+
+
+def test_generator_ema_tracks_its_own_batch_norm_statistics(init_state, labels):
+  """The averaged network's statistics come from a train-mode pass of it on the G step's
+  latents: with the average frozen at G's weights (decay 1), the first step gives it exactly the
+  statistics G's own step gives G, which ran the same weights on the same latents."""
+  mesh = _mesh(8)
+  frozen = init_state.replace(
+    g_ema_params=init_state.g_params, g_ema_batch_stats=init_state.g_batch_stats, g_ema_decay=1.0
+  )
+  state, _ = _jit_step()(_put(frozen, mesh), _batch(labels[0], mesh), _rng(0))
+  live, averaged = _leaves(state.g_batch_stats), _leaves(state.g_ema_batch_stats)
+  before = _leaves(init_state.g_batch_stats)
+  for name in live:
+    np.testing.assert_allclose(averaged[name], live[name], rtol=1e-5, atol=1e-6, err_msg=name)
+  assert any(not np.allclose(live[n], before[n]) for n in live)
 
 
 def test_instance_noise_decays_and_changes_the_d_update(init_state, labels):

@@ -42,12 +42,14 @@ def sample_latents(rng: jax.Array, batch_size: int, latent_dim: int) -> jax.Arra
 def generate(state: GANState, z: jax.Array) -> jax.Array:
   """G(z) in eval mode (BatchNorm running averages): softmax maps or RGB images.
 
-  Uses the moving average of G's weights when the run keeps one (`model.g_ema_decay > 0`).
+  Uses the moving average of G's weights, with its own BatchNorm statistics, when the run keeps
+  one (`model.g_ema_decay > 0`).
   """
-  params = state.g_params if state.g_ema_params is None else state.g_ema_params
-  return state.generator.apply(
-    {'params': params, 'batch_stats': state.g_batch_stats}, z, train=False
-  )
+  if state.g_ema_params is None:
+    variables = {'params': state.g_params, 'batch_stats': state.g_batch_stats}
+  else:
+    variables = {'params': state.g_ema_params, 'batch_stats': state.g_ema_batch_stats}
+  return state.generator.apply(variables, z, train=False)
 
 
 def make_train_step(
@@ -141,8 +143,10 @@ def make_train_step(
 
     # Generator update against the freshly updated D; D's statistics from this pass are dropped
     # so that only the discriminator's own step moves its running averages.
+    g_latents = sample_latents(g_key, batch_size, state.latent_dim)
+
     def g_loss_fn(g_params):
-      fake, g_batch_stats = run_g(g_params, sample_latents(g_key, batch_size, state.latent_dim))
+      fake, g_batch_stats = run_g(g_params, g_latents)
       g_real, g_fake = noisy(g_noise_key, real, fake)
       _, real_features, _ = run_d(d_params, d_batch_stats, g_real)
       fake_logits, fake_features, _ = run_d(d_params, d_batch_stats, g_fake)
@@ -155,6 +159,17 @@ def make_train_step(
       g_loss_fn, has_aux=True
     )(state.g_params)
     g_params, g_opt_state, g_ema_params = state.apply_g_gradients(g_grads)
+    g_ema_batch_stats = state.g_ema_batch_stats
+    if g_ema_params is not None:
+      # The averaged network's BatchNorm statistics, tracked as the live G's are: a forward pass
+      # of it in train mode on this step's latents (its output is not used).
+      _, new_vars = state.generator.apply(
+        {'params': g_ema_params, 'batch_stats': g_ema_batch_stats},
+        g_latents,
+        train=True,
+        mutable=['batch_stats'],
+      )
+      g_ema_batch_stats = new_vars['batch_stats']
 
     metrics = {
       'train/d_loss': d_loss,
@@ -174,6 +189,7 @@ def make_train_step(
       step=state.step + 1,
       g_params=g_params,
       g_ema_params=g_ema_params,
+      g_ema_batch_stats=g_ema_batch_stats,
       g_batch_stats=g_batch_stats,
       g_opt_state=g_opt_state,
       d_params=d_params,

@@ -38,6 +38,9 @@ class GANState:
   d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
   # Exponential moving average of g_params, used for sampling; None when g_ema_decay == 0.
   g_ema_params: PyTree = None
+  # BatchNorm running statistics of the averaged weights (SemGAN's G; None without EMA): the
+  # live G's statistics do not fit the averaged network, whose samples they would ruin.
+  g_ema_batch_stats: PyTree = None
   latent_dim: int = struct.field(pytree_node=False, default=100)
   g_ema_decay: float = struct.field(pytree_node=False, default=0.0)
   # Parameters of frozen networks a loss runs (VGG19 for the perceptual loss, a segmenter for
@@ -72,6 +75,7 @@ class GANState:
       d_opt_state=d_tx.init(d_params),
       rng=rng,
       g_ema_params=g_params if g_ema_decay > 0 else None,
+      g_ema_batch_stats=g_variables.get('batch_stats', {}) if g_ema_decay > 0 else None,
       generator=generator,
       discriminator=discriminator,
       g_tx=g_tx,
