@@ -1,0 +1,93 @@
+"""Where the streets SemanticGAN's speckle is: the spectrum of its photos against the real ones.
+
+  python experiments/speckle.py runs/streets [runs/other ...] [--step=N]
+
+For each SemanticGAN workdir (its config.json and a checkpoint), translates every validation
+pair and prints, next to the L1 to the real photo, the power of the generated photos relative to
+the real ones in frequency bands (radial, in cycles per pixel, of the grey image's 2-D FFT):
+`low` below 1/8, `mid` 1/8 to 1/4, `high` 1/4 to 1/2, and `nyq`, the rows and columns at exactly
+1/2 cycle per pixel, where a stride-2 transposed convolution's checkerboard puts its energy. A
+ratio of 1 is the real photos' power; speckle shows as high and nyq ratios well above 1.
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from semgan_jax import images, parallel  # noqa: E402
+from semgan_jax.tasks import get_task  # noqa: E402
+from semgan_jax.train import runner  # noqa: E402
+from semgan_jax.train.semanticgan_step import translate  # noqa: E402
+
+BANDS = ('low', 'mid', 'high', 'nyq')
+
+
+def band_power(photos: np.ndarray) -> dict[str, float]:
+  """Mean power per frequency band of (N, H, W, 3) uint8 photos (grey, mean removed)."""
+  grey = photos.astype(np.float64).mean(axis=-1) / 255.0
+  grey -= grey.mean(axis=(1, 2), keepdims=True)
+  power = (np.abs(np.fft.fft2(grey)) ** 2).mean(axis=0)
+  h, w = power.shape
+  fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing='ij')
+  radius = np.hypot(fy, fx)
+  masks = {
+    'low': (radius > 0) & (radius < 1 / 8),
+    'mid': (radius >= 1 / 8) & (radius < 1 / 4),
+    'high': radius >= 1 / 4,
+    'nyq': (np.abs(fy) == 0.5) | (np.abs(fx) == 0.5),
+  }
+  return {name: float(power[mask].mean()) for name, mask in masks.items()}
+
+
+def translate_validation(workdir: str, step: int | None) -> tuple[np.ndarray, np.ndarray]:
+  """(generated, real) uint8 photos of the whole validation split."""
+  config = ml_collections.ConfigDict(
+    json.loads((pathlib.Path(workdir) / 'config.json').read_text())
+  )
+  task = get_task(config)
+  run = runner.open_run(task, config, workdir, mode='sample')
+  state = runner._restore(run, step)
+  source = run.data.load_split('validation')
+  batch = config.data.batch_size
+  fn = jax.jit(lambda s, label, inst: translate(s, label, inst, config.data.num_classes))
+  generated, real = [], []
+  for start in range(0, len(source) - len(source) % batch, batch):
+    examples = [source[i] for i in range(start, start + batch)]
+    labels = np.stack([e['label'] for e in examples]).astype(np.int32)
+    instances = np.stack([e['instance'] for e in examples]).astype(np.int32)
+    out = fn(
+      state,
+      parallel.make_global_batch(labels, run.mesh),
+      parallel.make_global_batch(instances, run.mesh),
+    )
+    generated.append(np.asarray(images.signed_to_uint8(jax.device_get(out))))
+    real.append(np.stack([e['image'] for e in examples]))
+  return np.concatenate(generated), np.concatenate(real)
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('workdirs', nargs='+')
+  parser.add_argument('--step', type=int, default=0, help='checkpoint (0: the newest)')
+  args = parser.parse_args(argv)
+  print(f'| workdir | step | L1 | {" | ".join(f"{b} ratio" for b in BANDS)} |')
+  print('|---|---|---|' + '---|' * len(BANDS))
+  for workdir in args.workdirs:
+    generated, real = translate_validation(workdir, args.step or None)
+    gen, ref = band_power(generated), band_power(real)
+    l1 = np.abs(generated.astype(np.float64) - real).mean() / 127.5
+    steps = (pathlib.Path(workdir) / 'checkpoints').iterdir()
+    step = max(int(p.name) for p in steps if p.name.isdigit())
+    ratios = ' | '.join(f'{gen[b] / ref[b]:.2f}' for b in BANDS)
+    print(f'| {workdir} | {args.step or step} | {l1:.3f} | {ratios} |')
+
+
+if __name__ == '__main__':
+  main()
