@@ -42,9 +42,6 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # in the paper). It hides D's free cue, one-hot real maps vs soft generated ones.
   config.loss.instance_noise_std = 0.0
   config.loss.instance_noise_steps = 0
-  # D sees the one-hot argmax of G's maps, with the softmax's gradient (straight-through): no
-  # cue from how peaked G's distributions are (off in the paper; semantic head only).
-  config.loss.straight_through = False
 
   config.optim = ml_collections.ConfigDict()
   config.optim.lr = 1e-4  # One learning rate for G and D (appendix B).

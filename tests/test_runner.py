@@ -185,10 +185,6 @@ TASK_BAD = {
     ({'train.num_samples': 0}, 'config.train.num_samples=0'),
     ({'model.g_ema_decay': 1.0}, 'config.model.g_ema_decay=1.0'),
     ({'loss.instance_noise_std': -0.1}, 'config.loss.instance_noise_std=-0.1'),
-    (
-      {'model.head': 'rgb', 'loss.straight_through': True},
-      'config.loss.straight_through=True needs model.head=semantic',
-    ),
   ],
   'semanticgan': [
     ({'train.sample_every_steps': 0}, 'config.train.sample_every_steps=0'),

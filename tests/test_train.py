@@ -10,12 +10,7 @@ import pytest
 
 from semgan_jax import data, parallel
 from semgan_jax.train import checkpointing, runner
-from semgan_jax.train.semgan_step import (
-  generate,
-  make_train_step,
-  sample_latents,
-  straight_through_one_hot,
-)
+from semgan_jax.train.semgan_step import generate, make_train_step, sample_latents
 from semgan_jax.train.state import create_train_state
 
 SPEC = data.get_dataset_spec('colored_shapes')
@@ -361,29 +356,6 @@ def test_instance_noise_decays_and_changes_the_d_update(init_state, labels):
   _, without = _jit_step()(_put(init_state, mesh), batch, _rng(0))
   assert float(without['train/instance_noise_std']) == 0.0
   assert not np.isclose(float(with_noise['train/d_loss']), float(without['train/d_loss']))
-
-
-def test_straight_through_one_hot():
-  """Forward: the one-hot argmax, as real maps are; backward: the identity's gradient."""
-  probs = jax.nn.softmax(jax.random.normal(jax.random.key(0), (2, 3, 5, 4)))
-  hard = straight_through_one_hot(probs)
-  np.testing.assert_array_equal(hard, jax.nn.one_hot(probs.argmax(-1), 4))
-  weights = jax.random.normal(jax.random.key(1), probs.shape)
-  grad = jax.grad(lambda p: (weights * straight_through_one_hot(p)).sum())(probs)
-  np.testing.assert_allclose(grad, weights, rtol=1e-6)
-
-
-def test_straight_through_changes_what_d_sees_and_g_still_learns(init_state, labels):
-  mesh = _mesh(8)
-  batch = _batch(labels[0], mesh)
-  step = jax.jit(make_train_step(palette=SPEC.palette, straight_through=True))
-  new, hard = step(_put(init_state, mesh), batch, _rng(0))
-  _, soft = _jit_step()(_put(init_state, mesh), batch, _rng(0))
-  assert not np.isclose(float(hard['train/d_loss']), float(soft['train/d_loss']))
-  assert np.isfinite(float(hard['train/g_grad_norm'])) and float(hard['train/g_grad_norm']) > 0
-  moved = _leaves(new.g_params)
-  start = _leaves(init_state.g_params)
-  assert any(not np.allclose(moved[n], start[n]) for n in moved)
 
 
 def _zip_leaves(a, b):

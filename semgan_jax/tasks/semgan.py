@@ -78,11 +78,6 @@ class SemGANTask(Task):
       loss.instance_noise_std >= 0,
       f'config.loss.instance_noise_std={loss.instance_noise_std}; expected >= 0.',
     )
-    expect(
-      not loss.get('straight_through', False) or m.head == 'semantic',
-      'config.loss.straight_through=True needs model.head=semantic (it one-hot encodes the '
-      'softmax maps); the RGB baseline has none.',
-    )
     return spec
 
   def open_data(self, config, spec, *, train):
@@ -101,7 +96,6 @@ class SemGANTask(Task):
       fm_layer=loss.fm_layer,
       instance_noise_std=loss.instance_noise_std,
       instance_noise_steps=loss.instance_noise_steps,
-      straight_through=loss.get('straight_through', False),
     )
 
   def evaluator_kwargs(self, config, spec):

@@ -52,12 +52,6 @@ def generate(state: GANState, z: jax.Array) -> jax.Array:
   return state.generator.apply(variables, z, train=False)
 
 
-def straight_through_one_hot(probs: jax.Array) -> jax.Array:
-  """The one-hot argmax of (..., K) distributions, whose gradient is the identity's."""
-  hard = jax.nn.one_hot(jnp.argmax(probs, axis=-1), probs.shape[-1], dtype=probs.dtype)
-  return probs + jax.lax.stop_gradient(hard - probs)
-
-
 def make_train_step(
   *,
   palette: np.ndarray,
@@ -65,7 +59,6 @@ def make_train_step(
   fm_layer: int = -1,
   instance_noise_std: float = 0.0,
   instance_noise_steps: int = 0,
-  straight_through: bool = False,
 ) -> Callable[[GANState, dict, jax.Array], tuple[GANState, dict]]:
   """Builds `train_step(state, batch, rng) -> (state, metrics)`, a pure function to `jax.jit`.
 
@@ -77,10 +70,6 @@ def make_train_step(
       fake), decayed linearly to 0 over `instance_noise_steps`. It hides the one cue D needs
       no learning for: one-hot real maps against soft generated ones. 0 disables it (paper).
     instance_noise_steps: how many steps the noise takes to decay to 0.
-    straight_through: give D the one-hot argmax of G's softmax maps (semantic head), with the
-      gradient of the softmax (the straight-through estimator): D then sees maps exactly like
-      the real ones and must judge their layout, not how peaked the distributions are. Off in
-      the paper.
 
   Returns:
     The step function. `batch['label']` holds (B, H, W) int class ids; `rng` is a typed key.
@@ -131,10 +120,6 @@ def make_train_step(
       )
       return fake, new_vars['batch_stats']
 
-    def for_d(fake):
-      """G's maps as D sees them."""
-      return straight_through_one_hot(fake) if straight_through and head == 'semantic' else fake
-
     def run_d(d_params, d_batch_stats, x):
       (logits, features), new_vars = state.discriminator.apply(
         {'params': d_params, 'batch_stats': d_batch_stats}, x, train=True, mutable=['batch_stats']
@@ -143,7 +128,7 @@ def make_train_step(
 
     # Discriminator update. Fakes are constants here: no gradient reaches G.
     fake, _ = run_g(state.g_params, sample_latents(d_key, batch_size, state.latent_dim))
-    d_real, d_fake = noisy(d_noise_key, real, jax.lax.stop_gradient(for_d(fake)))
+    d_real, d_fake = noisy(d_noise_key, real, jax.lax.stop_gradient(fake))
 
     def d_loss_fn(d_params):
       real_logits, _, stats = run_d(d_params, state.d_batch_stats, d_real)
@@ -162,7 +147,7 @@ def make_train_step(
 
     def g_loss_fn(g_params):
       fake, g_batch_stats = run_g(g_params, g_latents)
-      g_real, g_fake = noisy(g_noise_key, real, for_d(fake))
+      g_real, g_fake = noisy(g_noise_key, real, fake)
       _, real_features, _ = run_d(d_params, d_batch_stats, g_real)
       fake_logits, fake_features, _ = run_d(d_params, d_batch_stats, g_fake)
       fm = losses.feature_matching_loss(real_features[fm_layer], fake_features[fm_layer])
