@@ -1,5 +1,6 @@
 """Tests of SemanticGAN's networks: channel shuffle, blocks, generator, discriminators, inputs."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,13 +13,14 @@ from semgan_jax.models.blocks import (
   Res2Block,
   ResnetBlock,
 )
+from semgan_jax.models.conv import Conv
 from semgan_jax.models.discriminators import (
   MultiScaleDiscriminator,
   downsample_for_discriminator,
 )
 from semgan_jax.models.generators import LabelToPhotoGenerator
 from semgan_jax.models.inputs import instance_boundary_map, label_to_generator_input
-from semgan_jax.models.layers import channel_shuffle, reflect_pad
+from semgan_jax.models.layers import ConvTranspose, channel_shuffle, reflect_pad
 
 # Small widths keep compiles short; depth and topology are the real ones.
 G_FIELDS = dict(base_features=4, num_blocks=2, num_downsamplings=3)
@@ -177,6 +179,28 @@ def test_generator_layers_follow_the_johnson_naming(generator_outputs):
   assert 'bias' not in params['down1']  # the InstanceNorm removes it
   res2 = generator_outputs['res2net'][0]
   assert jax.tree.map(np.shape, res2) == jax.tree.map(np.shape, generator_outputs['crb'][0])
+
+
+def test_resize_upsampling_keeps_the_parameters_and_avoids_the_checkerboard():
+  """upsample='resize' has the transposed convolutions' parameter tree. On a constant input its
+  u-layer (nearest ×2, 3×3 conv) is constant away from the border; the 3×3 stride-2 transposed
+  convolution alternates between 1, 2 and 4 kernel taps per pixel: a period-2 pattern."""
+  x = jnp.ones((1, 32, 32, C_IN))
+  params = LabelToPhotoGenerator(**G_FIELDS).init(_key(), x)
+  resized = LabelToPhotoGenerator(upsample='resize', **G_FIELDS).init(_key(), x)
+  assert jax.tree.map(np.shape, resized) == jax.tree.map(np.shape, params)
+  with pytest.raises(ValueError, match='upsample='):
+    LabelToPhotoGenerator(upsample='bilinear', **G_FIELDS).init(_key(), x)
+
+  flat = jnp.ones((1, 8, 8, 16))
+  up = dict(features=8, kernel_size=(3, 3), use_bias=False, kernel_init=nn.initializers.normal(1))
+  transpose = ConvTranspose(strides=(2, 2), padding=((1, 2), (1, 2)), **up)
+  resize = Conv(padding=((1, 1), (1, 1)), **up)
+  kernel = transpose.init(_key(), flat)
+  doubled = jnp.repeat(jnp.repeat(flat, 2, axis=1), 2, axis=2)
+  inner = (0, slice(2, -2), slice(2, -2))
+  assert float(np.ptp(resize.apply(kernel, doubled)[inner], axis=(0, 1)).max()) < 1e-4
+  assert float(np.ptp(transpose.apply(kernel, flat)[inner], axis=(0, 1)).min()) > 1e-2
 
 
 def test_generator_rejects_bad_sizes_and_blocks():

@@ -128,6 +128,9 @@ class LatentToLabelGenerator(nn.Module):
     return jnp.tanh(x)
 
 
+UPSAMPLES = ('transpose', 'resize')
+
+
 class LabelToPhotoGenerator(nn.Module):
   """SemanticGAN's generator (pix2pixHD's global generator with a choice of residual block).
 
@@ -138,7 +141,8 @@ class LabelToPhotoGenerator(nn.Module):
     * Ck: a shape-preserving block from `BLOCKS` (`block`).
     * uk: 3×3 transposed conv with stride 2, InstanceNorm, ReLU; its padding (1, 2) makes it
       PyTorch's `ConvTranspose2d(padding=1, output_padding=1)` with a spatially flipped kernel,
-      so the size exactly doubles.
+      so the size exactly doubles. With `upsample='resize'`: nearest-neighbour ×2, then a 3×3
+      conv with zero padding 1 (same parameters; no checkerboard from uneven kernel overlap).
     * c7s1-3: reflect-pad 3, 7×7 conv to RGB, no norm, tanh.
   Convolutions followed by an InstanceNorm have no bias (the norm removes it); kernels are drawn
   from N(0, 0.02).
@@ -160,6 +164,7 @@ class LabelToPhotoGenerator(nn.Module):
       picks per layer shape on CPU and XLA's own elsewhere. Parameters do not depend on it.
     remat: rematerialise each residual block in the backward pass (saves the trunk's
       activations at the cost of recomputing its forward).
+    upsample: 'transpose' (pix2pixHD, the paper) or 'resize' (nearest ×2 + conv) for the uk.
   """
 
   base_features: int = 64
@@ -172,12 +177,15 @@ class LabelToPhotoGenerator(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
   conv_lowering: str = 'auto'
   remat: bool = False
+  upsample: str = 'transpose'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Maps (B, H, W, C_in) labels ⊕ boundaries to a (B, H, W, 3) image in [-1, 1]."""
     if self.block not in BLOCKS:
       raise ValueError(f'block={self.block!r}; expected one of {sorted(BLOCKS)}.')
+    if self.upsample not in UPSAMPLES:
+      raise ValueError(f'upsample={self.upsample!r}; expected one of {UPSAMPLES}.')
     if x.ndim != 4:
       raise ValueError(f'generator input must be (B, H, W, C), got shape {x.shape}.')
     factor = 2**self.num_downsamplings
@@ -222,15 +230,12 @@ class LabelToPhotoGenerator(nn.Module):
     for i in range(self.num_blocks):
       x = block_cls(name=f'block{i}', **block_fields)(x)
     for i in reversed(range(self.num_downsamplings)):
-      x = ConvTranspose(
-        self.base_features * 2**i,
-        (3, 3),
-        strides=(2, 2),
-        padding=((1, 2), (1, 2)),
-        use_bias=False,
-        name=f'up{i}',
-        **conv,
-      )(x)
+      up = dict(features=self.base_features * 2**i, use_bias=False, name=f'up{i}', **conv)
+      if self.upsample == 'resize':
+        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        x = Conv(kernel_size=(3, 3), padding=((1, 1), (1, 1)), **up)(x)
+      else:
+        x = ConvTranspose(kernel_size=(3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), **up)(x)
       x = nn.relu(instance_norm(name=f'up{i}_norm', **norm)(x))
     x = Conv(3, (7, 7), padding='VALID', name='head', **conv)(reflect_pad(x, 3))
     return jnp.tanh(x.astype(jnp.float32))

@@ -12,6 +12,7 @@ from semgan_jax import data as data_lib
 from semgan_jax import images, parallel, segmenter
 from semgan_jax.data import paired
 from semgan_jax.models import BLOCKS, conv
+from semgan_jax.models.generators import UPSAMPLES
 from semgan_jax.tasks.base import (
   Task,
   UserInputError,
@@ -102,6 +103,11 @@ class SemanticGANTask(Task):
     d, m, loss = config.data, config.model, config.loss
     expect(spec.paired, f'config.data.name={d.name!r} has no photos; expected a paired data set.')
     expect(m.block in BLOCKS, f'config.model.block={m.block!r}; expected one of {sorted(BLOCKS)}.')
+    upsample = m.get('upsample', 'transpose')
+    expect(
+      upsample in UPSAMPLES,
+      f'config.model.upsample={upsample!r}; expected one of {UPSAMPLES}.',
+    )
     expect(
       m.conv_lowering in conv.LOWERINGS,
       f'config.model.conv_lowering={m.conv_lowering!r}; expected one of {conv.LOWERINGS}.',

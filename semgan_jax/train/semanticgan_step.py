@@ -35,6 +35,7 @@ def build_semanticgan_models(config: ml_collections.ConfigDict):
     num_blocks=m.num_blocks,
     block=m.block,
     scale=m.scale,
+    upsample=m.get('upsample', 'transpose'),
     dtype=dtype,
     conv_lowering=m.conv_lowering,
     remat=m.remat,
