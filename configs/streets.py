@@ -26,7 +26,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.data.data_dir = '~/tensorflow_datasets'
 
   config.model = ml_collections.ConfigDict()
-  config.model.block = 'crb'  # 'resnet' (pix2pixHD), 'res2net' or 'crb' (the paper).
+  # 'resnet' (pix2pixHD), 'res2net', 'crb' (the paper) or 'crb_grouped' (a grouped reading of it).
+  config.model.block = 'crb'
   config.model.scale = 4  # Groups of the Res2/CRB blocks.
   config.model.g_base_features = 16  # c7s1-k width; the paper's 64.
   config.model.num_downsamplings = 3  # d-layers (the paper's 4).

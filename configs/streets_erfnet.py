@@ -34,6 +34,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # 19 Cityscapes training ids + void (channel 19): the published model's outputs, which
   # semgan_jax.weights.erfnet loads and SIPL reads.
   config.model.num_classes = 20
+  # Feature counts relative to the published ERFNet's 16/64/128 (a multiple of 1/16, >= 0.25); a
+  # narrower, differently seeded network is an independent judge of generated photos.
+  config.model.width = 1.0
   config.model.dtype = 'float32'
   config.model.remat = False  # Recompute the residual blocks in the backward pass (less memory).
 

@@ -114,7 +114,9 @@ def test_miou_matches_a_per_image_reference(miou_config, setup, segmenter_npz):
     assert not np.allclose(padded, expected, equal_nan=True)
   assert metrics['miou'] != metrics['miou_real']
   assert metrics['num_images'] == 12 and 'swd_avg' not in metrics
-  assert protocol['miou_segmenter'] == f'ERFNet (erfnet_pytorch), weights: {segmenter_npz}'
+  assert protocol['miou_segmenter'] == (
+    f'ERFNet (erfnet_pytorch) of width 1.0, weights: {segmenter_npz}'
+  )
   assert protocol['miou_input'].startswith('32x64') and 'no resize' in protocol['miou_input']
   assert protocol['miou_labels'] == 'Cityscapes label ids -> 19 train ids, void ignored'
   assert 'argmax over the 19' in protocol['miou_prediction']
@@ -145,3 +147,23 @@ def test_missing_segmenter_weights_say_how_to_get_them(miou_config, tmp_path):
   )
   assert 'python -m semgan_jax.weights.erfnet --src erfnet_pretrained.pth' in message
   assert re.search(r'\(or switch mIoU off: --config\.evals\.photos\.miou=False\)$', message)
+
+
+def test_a_second_evaluator_scores_with_a_narrower_segmenter(miou_config, setup, tmp_path):
+  """Two `photos` evaluators, each with its own segmenter: the reproduction table's independent
+  judge is a half-width ERFNet, built from its file's shapes; its mIoU is its own."""
+  variables = ERFNet(width=0.5).init(jax.random.key(9), np.zeros((1, 32, 64, 3), np.float32))
+  flat = traverse_util.flatten_dict(jax.device_get(variables), sep='/')
+  narrow = npz_io.write_npz_atomically(tmp_path / 'narrow.npz', flat)
+  config = miou_config.copy_and_resolve_references()
+  config.evals.judge = config.evals.photos.copy_and_resolve_references()
+  config.evals.judge.segmenter_weights = str(narrow)
+  run = runner.open_run(TASKS['semanticgan'], config, str(tmp_path / 'never'), mode='train')
+  judged = run.evaluators['judge'].run(setup.state)
+  assert (
+    judged['protocol']['miou_segmenter']
+    == f'ERFNet (erfnet_pytorch) of width 0.5, weights: {narrow}'
+  )
+  reference = setup.evaluators['photos'].run(setup.state)['metrics']
+  assert np.isfinite(judged['metrics']['miou']) and judged['metrics']['miou'] != reference['miou']
+  assert not (tmp_path / 'never').exists()

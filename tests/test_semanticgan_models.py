@@ -88,8 +88,48 @@ def block_params():
 
 
 def test_blocks_registry():
-  assert BLOCKS == {'resnet': ResnetBlock, 'res2net': Res2Block, 'crb': CorrelatedResidualBlock}
+  assert BLOCKS == {
+    'resnet': ResnetBlock,
+    'res2net': Res2Block,
+    'crb': CorrelatedResidualBlock,
+    'crb_grouped': blocks.GroupedCorrelatedResidualBlock,
+  }
   assert not Res2Block().shuffle and CorrelatedResidualBlock().shuffle
+  assert not CorrelatedResidualBlock().grouped_in
+  assert blocks.GroupedCorrelatedResidualBlock().shuffle
+  assert blocks.GroupedCorrelatedResidualBlock().grouped_in
+
+
+def test_grouped_crb_parameters_and_its_conv_in_is_flax_grouped_conv(block_params):
+  params = block_params['crb_grouped']['params']
+  kernel = params['conv_in']['kernel']
+  assert kernel.shape == (1, 1, 4, 16)  # Flax's layout for feature_group_count=4.
+  # Grouped 1×1 in (16·16/4), the same 3×3 groups and 1×1 out as the CRB.
+  assert _count(params) == 16 * 16 // 4 + 3 * (9 * 4 * 4) + 16 * 16
+  flax_grouped = nn.Conv(16, (1, 1), feature_group_count=4, use_bias=False)
+  expected = flax_grouped.apply({'params': {'kernel': kernel}}, BLOCK_X)
+  ours = blocks.GroupedConv1x1(4).apply({'params': {'kernel': kernel}}, BLOCK_X)
+  np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_shuffle_changes_what_a_grouped_conv_in_lets_each_group_see(block_params):
+  """After a dense 1×1 every split sees every input channel, shuffled or not (so the CRB is a
+  re-parametrized Res2Block); after a grouped one, split i sees only input group i, and only the
+  shuffle gives it a slice of every group."""
+  variables = {'params': block_params['crb_grouped']['params']['conv_in']}
+
+  def first_stage(x, shuffle):
+    y = blocks.GroupedConv1x1(4).apply(variables, x)
+    return channel_shuffle(y, 4) if shuffle else y
+
+  for shuffle in (False, True):
+    pixel = jnp.asarray(BLOCK_X[:1, :1, :1])
+    jac = jax.jacobian(first_stage)(pixel, shuffle)
+    jac = np.asarray(jac).reshape(16, 16)  # (output channel, input channel)
+    # Which input groups reach each output split of 4 channels.
+    reach = np.abs(jac).reshape(4, 4, 4, 4).sum(axis=(1, 3)) > 0
+    expected = np.ones((4, 4), bool) if shuffle else np.eye(4, dtype=bool)
+    np.testing.assert_array_equal(reach, expected)
 
 
 def test_crb_and_res2block_have_the_same_parameter_tree(block_params):
@@ -118,7 +158,8 @@ def test_crb_differs_from_res2block_only_by_the_shuffle(block_params, monkeypatc
 
 
 @pytest.mark.parametrize(
-  'name,last', [('resnet', 'conv2'), ('res2net', 'conv_out'), ('crb', 'conv_out')]
+  'name,last',
+  [('resnet', 'conv2'), ('res2net', 'conv_out'), ('crb', 'conv_out'), ('crb_grouped', 'conv_out')],
 )
 def test_blocks_keep_shape_and_have_an_identity_skip(block_params, name, last):
   module = BLOCKS[name]() if name == 'resnet' else BLOCKS[name](scale=4)

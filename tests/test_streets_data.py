@@ -175,14 +175,16 @@ def test_spec():
   assert spec.num_examples == 2000 and spec.num_classes == 35
   assert spec.class_names == cityscapes.CLASS_NAMES
   np.testing.assert_array_equal(spec.palette, cityscapes.PALETTE)
-  assert spec.config_names == ('128x256', '64x128', '32x64')
+  assert spec.config_names == ('128x256', '64x128', '32x64', '32x64_1000')
   small = data.get_dataset_spec('streets', '64x128')
   assert (small.height, small.width, small.num_examples) == (64, 128, 1000)
   tiny = data.get_dataset_spec('streets', TINY)
   assert (tiny.height, tiny.width, tiny.num_examples) == (32, 64, 200)
+  many_tiny = data.get_dataset_spec('streets', '32x64_1000')  # For the reproduction table.
+  assert (many_tiny.height, many_tiny.width, many_tiny.num_examples) == (32, 64, 1000)
   shapes = data.get_dataset_spec('colored_shapes')
   assert (shapes.height, shapes.width, shapes.paired, shapes.config_name) == (64, 64, False, None)
-  with pytest.raises(ValueError, match=r"'32x32'.*'128x256', '64x128', '32x64'"):
+  with pytest.raises(ValueError, match=r"'32x32'.*'128x256', '64x128', '32x64', '32x64_1000'"):
     data.get_dataset_spec('streets', '32x32')
 
 

@@ -140,8 +140,8 @@ def get_dataset_spec(name: str, config_name: str | None = None) -> DatasetSpec:
 
   Args:
     name: Name of the data set, a key of `DATASETS`.
-    config_name: A builder config of the data set ('<height>x<width>' for the paired sets), or
-      None for its default.
+    config_name: A builder config of the data set ('<height>x<width>', optionally followed by
+      '_<tag>', for the paired sets), or None for its default.
 
   Returns:
     The data set's `DatasetSpec`, with the config's height and width.
@@ -159,7 +159,7 @@ def get_dataset_spec(name: str, config_name: str | None = None) -> DatasetSpec:
       f'Unknown config {config_name!r} of dataset {name!r}; known configs: '
       f'{list(spec.config_names) or "none"}'
     )
-  height, width = (int(n) for n in config_name.split('x'))
+  height, width = (int(n) for n in config_name.partition('_')[0].split('x'))
   num_examples = _NUM_TRAIN_EXAMPLES.get((name, config_name), spec.num_examples)
   return dataclasses.replace(
     spec,

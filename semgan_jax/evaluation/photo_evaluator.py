@@ -95,6 +95,7 @@ class PhotoEvaluator(base.Evaluator):
     if self.cfg['miou']:
       # An argument of the compiled pass (replicated), not a constant baked into it.
       variables, path = load_segmenter(name, self.cfg['segmenter_weights'])
+      self._segmenter_width = erfnet.width_of(variables)
       self.segmenter_params = jax.device_put(variables, parallel.replicated(self.mesh))
       self.protocol.update(self._miou_protocol(path))
     self._compile(translate_fn)
@@ -115,7 +116,8 @@ class PhotoEvaluator(base.Evaluator):
   def _miou_protocol(self, weights_path: str) -> dict[str, str]:
     spec = self.spec
     return {
-      'miou_segmenter': f'ERFNet (erfnet_pytorch), weights: {weights_path}',
+      'miou_segmenter': f'ERFNet (erfnet_pytorch) of width {self._segmenter_width}, weights: '
+      f'{weights_path}',
       'miou_input': (
         f"{spec.height}x{spec.width}, the data set's resolution, no resize; uint8 photos / 255 "
         '(generated ones rounded to uint8 first)'
@@ -125,9 +127,9 @@ class PhotoEvaluator(base.Evaluator):
 
   def _compile(self, translate_fn: Callable) -> None:
     sharded, replicated = parallel.batch_sharded(self.mesh), parallel.replicated(self.mesh)
-    model = erfnet.ERFNet()
 
     def confusion(images, labels, segmenter_params):
+      model = erfnet.ERFNet(width=erfnet.width_of(segmenter_params))  # From the static shapes.
       return segmenter.confusion(labels, segmenter.logits(model, segmenter_params, images))
 
     def both_passes(state, batch, valid, batch_index, feature_params, segmenter_params):

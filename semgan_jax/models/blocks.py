@@ -1,5 +1,7 @@
 """Shape-preserving residual blocks of the label-to-photo generator: ResNet, Res2Net and CRB."""
 
+from collections.abc import Callable
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -68,9 +70,16 @@ class Res2Block(nn.Module):
   weights the two have the same function class and initial distribution, and differ only for a
   given set of parameters. (A grouped 1×1 convolution, as in ShuffleNet, would make them differ.)
 
+  With `grouped_in=True` the first 1×1 convolution is grouped (`scale` groups, each C/s → C/s, a
+  block-diagonal kernel): without a shuffle, 3×3 group i then sees only input group i; with one
+  (`GroupedCorrelatedResidualBlock`), each 3×3 group mixes a slice of every input group. This is
+  the reading of the paper under which the shuffle changes the function class; it is ours, not
+  the paper's, and is labelled 'crb_grouped' (`GroupedConv1x1` is its first convolution).
+
   Attributes:
     scale: s, the number of groups; must divide the channel count and be at least 2.
     shuffle: channel-shuffle the 1×1 output before the split (the CRB).
+    grouped_in: make the first 1×1 convolution grouped, with `scale` groups.
     norm_affine: whether the InstanceNorms learn a scale and bias (pix2pixHD: no).
     dtype: computation dtype.
     param_dtype: parameter dtype.
@@ -79,6 +88,7 @@ class Res2Block(nn.Module):
 
   scale: int = 4
   shuffle: bool = False
+  grouped_in: bool = False
   norm_affine: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
@@ -103,7 +113,16 @@ class Res2Block(nn.Module):
     )
     norm = dict(affine=self.norm_affine, dtype=self.dtype, param_dtype=self.param_dtype)
 
-    y = Conv(features, (1, 1), name='conv_in', **conv)(x)
+    if self.grouped_in:
+      y = GroupedConv1x1(
+        self.scale,
+        kernel_init=conv_init,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name='conv_in',
+      )(x)
+    else:
+      y = Conv(features, (1, 1), name='conv_in', **conv)(x)
     y = nn.relu(instance_norm(name='conv_in_norm', **norm)(y))
     if self.shuffle:
       y = channel_shuffle(y, self.scale)
@@ -125,4 +144,46 @@ class CorrelatedResidualBlock(Res2Block):
   shuffle: bool = True
 
 
-BLOCKS = {'resnet': ResnetBlock, 'res2net': Res2Block, 'crb': CorrelatedResidualBlock}
+class GroupedCorrelatedResidualBlock(Res2Block):
+  """Our grouped reading of the CRB: a grouped first 1×1 convolution, then the shuffle."""
+
+  shuffle: bool = True
+  grouped_in: bool = True
+
+
+class GroupedConv1x1(nn.Module):
+  """A bias-free 1×1 convolution of (B, H, W, C) with `groups` groups, C/g → C/g each.
+
+  Its `kernel` is (1, 1, C/g, C), Flax's layout for `feature_group_count=groups` (output channels
+  [j·C/g, (j+1)·C/g) read input group j), applied as one batched matrix product.
+
+  Attributes:
+    groups: g; must divide the channel count.
+    kernel_init: the kernel's initializer.
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+
+  groups: int
+  kernel_init: Callable = conv_init
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = x.shape[-1]
+    width = features // self.groups
+    kernel = self.param('kernel', self.kernel_init, (1, 1, width, features), self.param_dtype)
+    # (C/g in, C out) → (g, C/g in, C/g out): group j's block of the block-diagonal kernel.
+    blocks = kernel[0, 0].reshape(width, self.groups, width).transpose(1, 0, 2)
+    x = x.astype(self.dtype).reshape(*x.shape[:-1], self.groups, width)
+    y = jnp.einsum('...gi,gio->...go', x, blocks.astype(self.dtype))
+    return y.reshape(*y.shape[:-2], features)
+
+
+BLOCKS = {
+  'resnet': ResnetBlock,
+  'res2net': Res2Block,
+  'crb': CorrelatedResidualBlock,
+  'crb_grouped': GroupedCorrelatedResidualBlock,
+}

@@ -40,6 +40,29 @@ SIZE_DIVISOR = 8
 # torch's BatchNorm2d(eps=1e-3) with its default momentum 0.1: new = 0.9 * old + 0.1 * batch.
 _BN_EPSILON = 1e-3
 _BN_MOMENTUM = 0.9
+# The published network's feature counts: initial block, encoder, bottleneck (× `ERFNet.width`).
+BASE_FEATURES = (16, 64, 128)
+
+
+def features(width: float) -> tuple[int, int, int]:
+  """The three feature counts of an ERFNet `width` times as wide as the published one.
+
+  `width` is a multiple of 1/16 (every count a whole number, so `width_of` reads it back) and at
+  least 1/4 (the initial block's conv adds 16·width - 3 channels to the RGB max pool).
+  """
+  first = width * BASE_FEATURES[0]
+  if first != int(first) or first < 4:
+    raise ValueError(
+      f'ERFNet width={width}: expected a multiple of 1/16 that is at least 0.25 (16·width '
+      f'features in the initial block, at least 4).'
+    )
+  return tuple(int(n * width) for n in BASE_FEATURES)
+
+
+def width_of(variables) -> float:
+  """The `width` of the ERFNet whose variables ({'params', ...}) these are, from their shapes."""
+  bias = variables['params']['encoder']['initial_block']['bn']['bias']
+  return bias.shape[0] / BASE_FEATURES[0]
 
 
 def _batch_norm(train: bool, *, dtype, param_dtype, name: str):
@@ -154,17 +177,19 @@ def _residual_block(remat: bool):
 
 
 class Encoder(nn.Module):
-  """ERFNet's encoder: (B, H, W, 3) → (B, H/8, W/8, 128) features.
+  """ERFNet's encoder: (B, H, W, 3) → (B, H/8, W/8, 128·width) features.
 
   The dropout rates are those of erfnet_pytorch's training code (0.03 at 1/4, 0.3 at 1/8
   resolution; its `eval/erfnet.py` copy says 0.1, which only matters when fine-tuning).
 
   Attributes:
+    width: feature counts relative to the published network's (`features`).
     dtype: computation dtype.
     param_dtype: parameter dtype.
     remat: rematerialise the residual blocks in the backward pass.
   """
 
+  width: float = 1.0
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   remat: bool = False
@@ -172,12 +197,13 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     fields = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = DownsamplerBlock(16, name='initial_block', **fields)(x, train)
+    first, middle, last = features(self.width)
+    x = DownsamplerBlock(first, name='initial_block', **fields)(x, train)
     block = _residual_block(self.remat)
     layers = [
-      functools.partial(DownsamplerBlock, 64),
+      functools.partial(DownsamplerBlock, middle),
       *[functools.partial(block, 0.03, 1)] * 5,
-      functools.partial(DownsamplerBlock, 128),
+      functools.partial(DownsamplerBlock, last),
       *[functools.partial(block, 0.3, d) for d in (2, 4, 8, 16)] * 2,
     ]
     for i, layer in enumerate(layers):
@@ -186,16 +212,18 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-  """ERFNet's decoder: (B, H/8, W/8, 128) features → (B, H, W, num_classes) logits.
+  """ERFNet's decoder: (B, H/8, W/8, 128·width) features → (B, H, W, num_classes) logits.
 
   Attributes:
     num_classes: output channels.
+    width: feature counts relative to the published network's (`features`).
     dtype: computation dtype.
     param_dtype: parameter dtype.
     remat: rematerialise the residual blocks in the backward pass.
   """
 
   num_classes: int
+  width: float = 1.0
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   remat: bool = False
@@ -203,11 +231,12 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     fields = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    first, middle, _ = features(self.width)
     block = _residual_block(self.remat)
     layers = [
-      functools.partial(UpsamplerBlock, 64),
+      functools.partial(UpsamplerBlock, middle),
       *[functools.partial(block, 0.0, 1)] * 2,
-      functools.partial(UpsamplerBlock, 16),
+      functools.partial(UpsamplerBlock, first),
       *[functools.partial(block, 0.0, 1)] * 2,
     ]
     for i, layer in enumerate(layers):
@@ -233,6 +262,9 @@ class ERFNet(nn.Module):
   Attributes:
     num_classes: output channels; `NUM_CLASSES` (19 Cityscapes training ids, then `VOID_CLASS`)
       for the published model.
+    width: feature counts relative to the published network's 16/64/128 (a multiple of 1/16,
+      at least 0.25). The published weights are width 1; a narrower network is, e.g., an independent
+      segmenter to score generated photos with (`width_of` reads it back from variables).
     dtype: computation dtype; the logits are float32.
     param_dtype: parameter dtype.
     remat: rematerialise the 15 residual (non-bottleneck-1D) blocks in the backward pass: their
@@ -240,6 +272,7 @@ class ERFNet(nn.Module):
   """
 
   num_classes: int = NUM_CLASSES
+  width: float = 1.0
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   remat: bool = False
@@ -268,7 +301,8 @@ class ERFNet(nn.Module):
         f'ERFNet input is {height}x{width}; height and width must be divisible by '
         f'{SIZE_DIVISOR} (three downsamplings that concatenate a convolution and a max pool).'
       )
-    fields = dict(dtype=self.dtype, param_dtype=self.param_dtype, remat=self.remat)
+    fields = dict(width=self.width, dtype=self.dtype, param_dtype=self.param_dtype)
+    fields['remat'] = self.remat
     x = Encoder(name='encoder', **fields)(images.astype(self.dtype), train)
     x = Decoder(self.num_classes, name='decoder', **fields)(x, train)
     return x.astype(jnp.float32)

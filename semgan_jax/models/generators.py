@@ -155,8 +155,9 @@ class LabelToPhotoGenerator(nn.Module):
     base_features: width of c7s1; the i-th downsampling has `base_features * 2**i` channels.
     num_downsamplings: number of d (and u) layers; H and W must be divisible by 2 to this power.
     num_blocks: number of residual blocks at the lowest resolution (9 in pix2pixHD).
-    block: 'resnet' (pix2pixHD), 'res2net' (Res2Block) or 'crb' (Correlated Residual Block).
-    scale: number of groups of the 'res2net' and 'crb' blocks; unused by 'resnet'.
+    block: 'resnet' (pix2pixHD), 'res2net' (Res2Block), 'crb' (Correlated Residual Block) or
+      'crb_grouped' (our grouped reading of the CRB, `blocks.GroupedCorrelatedResidualBlock`).
+    scale: number of groups of the Res2/CRB blocks; unused by 'resnet'.
     norm_affine: whether the InstanceNorms learn a scale and bias (pix2pixHD: no).
     dtype: computation dtype; the tanh output is float32.
     param_dtype: parameter dtype.

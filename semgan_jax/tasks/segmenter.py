@@ -22,6 +22,7 @@ from flax import struct, traverse_util
 
 from semgan_jax import losses, segmenter
 from semgan_jax.data import paired
+from semgan_jax.errors import UserInputError
 from semgan_jax.models import erfnet
 from semgan_jax.tasks.base import Task, dataset_spec, expect, open_split_data
 from semgan_jax.train import optim
@@ -60,6 +61,7 @@ def create_segmenter_state(
     tx = optim.build_optimizer(config.optim, schedule)
   model = erfnet.ERFNet(
     num_classes=config.model.num_classes,
+    width=config.model.get('width', 1.0),
     dtype=jnp.dtype(config.model.dtype),
     remat=config.model.remat,
   )
@@ -161,6 +163,10 @@ class SegmenterTask(Task):
       f'config.model.num_classes={config.model.num_classes}; expected {erfnet.NUM_CLASSES} '
       '(19 Cityscapes training ids + void), the outputs SIPL and the mIoU evaluator load.',
     )
+    try:
+      erfnet.features(config.model.get('width', 1.0))
+    except ValueError as e:
+      raise UserInputError(f'config.model.width: {e}') from e
     return spec
 
   def open_data(self, config, spec, *, train):

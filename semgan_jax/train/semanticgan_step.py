@@ -106,9 +106,10 @@ def make_sipl_loss() -> Callable:
   Returns:
     `fn(frozen_params, fake, batch) -> scalar`, the pixel-wise cross-entropy (`losses.sipl_loss`).
   """
-  model = erfnet.ERFNet()
 
   def sipl(frozen_params, fake, batch):
+    # Any width (the published network is 1), read from the variables' static shapes.
+    model = erfnet.ERFNet(width=erfnet.width_of(frozen_params['erfnet']))
     logits = segmenter.logits(model, frozen_params['erfnet'], fake, train=False)
     return losses.sipl_loss(logits, segmenter.train_ids(batch['label']), segmenter.VOID)
 

@@ -9,17 +9,19 @@ torch and without open unpickling (`torch_archive`), in the legacy or the zip fo
 with or without the `module.` prefix.
 
 The converted `.npz` holds the variables of `ERFNet()` (20 classes) as float32 arrays under
-`/`-joined paths: `params/...` (`kernel`, `bias`, BatchNorm `scale`) and `batch_stats/...`
-(`mean`, `var`). Convolution kernels go from torch's OIHW to HWIO; the transposed convolutions'
-kernels from torch's (in, out, kh, kw) to HWIO flipped spatially, which `ERFNet`'s paddings expect
-(see `semgan_jax.models.erfnet`). The encoder's `output_conv` (only used by erfnet_pytorch to
-train the encoder alone) and the step counters are dropped. The `.npz` is loaded with
-`allow_pickle=False`.
+`/`-joined paths: `params/...` (`kernel`, `bias`, BatchNorm `scale`) and `batch_stats/...` (`mean`,
+`var`); a segmenter run may export a narrower `ERFNet(width=w)`, which loads the same way
+(`erfnet.width_of(variables)` gives w back). Convolution kernels go from torch's OIHW to HWIO; the
+transposed convolutions' kernels from torch's (in, out, kh, kw) to HWIO flipped spatially, which
+`ERFNet`'s paddings expect (see `semgan_jax.models.erfnet`). The encoder's `output_conv` (only used
+by erfnet_pytorch to train the encoder alone) and the step counters are dropped. The `.npz` is
+loaded with `allow_pickle=False`.
 
   curl -LO https://github.com/Eromera/erfnet_pytorch/raw/master/trained_models/erfnet_pretrained.pth
   python -m semgan_jax.weights.erfnet --src erfnet_pretrained.pth [--out NPZ]
 """
 
+import functools
 import pathlib
 import re
 import sys
@@ -27,7 +29,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 
-from semgan_jax.models.erfnet import SIZE_DIVISOR, ERFNet
+from semgan_jax.models.erfnet import BASE_FEATURES, SIZE_DIVISOR, ERFNet
 from semgan_jax.weights import npz_io, published
 
 PUBLISHED_URL = (
@@ -120,6 +122,25 @@ def _to_arrays(tensors: dict[str, np.ndarray], src: pathlib.Path) -> dict[str, n
 
 
 _IMAGE = (1, SIZE_DIVISOR, SIZE_DIVISOR, 3)
+# Where a file's width shows: the initial block's BatchNorm has 16·width channels.
+_WIDTH_KEY = 'params/encoder/initial_block/bn/bias'
+
+
+@functools.cache
+def _shapes_at(width: float) -> published.Shapes:
+  return published.cached_shapes(lambda key: ERFNet(width=width).init(key, jnp.zeros(_IMAGE)))()
+
+
+def _shapes_for(shapes: published.Shapes) -> published.Shapes:
+  """The expected shapes of the width a file's initial block says (the published 1 otherwise)."""
+  channels = shapes.get(_WIDTH_KEY, (BASE_FEATURES[0],))
+  width = channels[0] / BASE_FEATURES[0] if len(channels) == 1 else 1.0
+  try:
+    return _shapes_at(width)
+  except ValueError:  # Not a width ERFNet can have: compare with the published network.
+    return _shapes_at(1.0)
+
+
 WEIGHTS = published.WeightFile(
   name='ERFNet',
   module='semgan_jax.weights.erfnet',
@@ -130,16 +151,17 @@ WEIGHTS = published.WeightFile(
   'without torch.',
   how_to_get=HOW_TO_GET_WEIGHTS,
   architecture='ERFNet (20 classes)',
-  expected_shapes=published.cached_shapes(lambda key: ERFNet().init(key, jnp.zeros(_IMAGE))),
+  expected_shapes=functools.partial(_shapes_at, 1.0),
   to_arrays=_to_arrays,
   # erfnet_pytorch publishes no digest of its file (and this project could not fetch it to take
   # one), so any file of the right architecture converts without a warning.
   digest=None,
   other_producers="or exported by a segmenter run (`config.task='segmenter'`, its workdir's "
   '`erfnet_streets.npz`) with model.num_classes=20',
+  shapes_for=_shapes_for,
 )
 # The module's interface (`load_params` returns `{'params': ..., 'batch_stats': ...}`, to apply as
-# `ERFNet().apply(variables, images)`).
+# `ERFNet(width=erfnet.width_of(variables)).apply(variables, images)`; the published width is 1).
 expected_shapes = WEIGHTS.expected_shapes
 check_architecture = WEIGHTS.check_architecture
 default_weights_path = WEIGHTS.default_path

@@ -59,6 +59,8 @@ class WeightFile:
     find_source: locates an installed published file (None: the user passes `--src`).
     other_producers: other ways a matching `.npz` is made (e.g. a segmenter run's export), named
       in the architecture error.
+    shapes_for: for a network with a size option (ERFNet's width), the expected shapes of the size
+      a file's shapes say it is; None: always `expected_shapes()`.
   """
 
   name: str
@@ -74,6 +76,7 @@ class WeightFile:
   digest_consequence: str = ''
   find_source: Callable[[], pathlib.Path | None] | None = None
   other_producers: str = ''
+  shapes_for: Callable[[Shapes], Shapes] | None = None
 
   def default_path(self) -> pathlib.Path:
     """`$XDG_CACHE_HOME/semgan_jax/weights/<cache_name>` (XDG_CACHE_HOME: ~/.cache)."""
@@ -87,7 +90,7 @@ class WeightFile:
     """Raises a ValueError naming the first key that is missing, extra or of the wrong shape."""
     npz_io.check_shapes(
       shapes,
-      self.expected_shapes(),
+      self.shapes_for(shapes) if self.shapes_for else self.expected_shapes(),
       source=source,
       what=self.architecture,
       how_to_fix=f'It must be {self._producers()} (`python -m {self.module} --help` says where '

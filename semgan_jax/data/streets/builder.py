@@ -19,16 +19,18 @@ ego vehicle, road, sidewalk, building, pole, traffic light, traffic sign, vegeta
 sky, person, car), instance maps in the Cityscapes convention (label_id * 1000 + k for cars and \
 persons, the label id elsewhere) and photos rendered from the label maps with per-class textures. \
 Every example is a pure function of (seed {DEFAULT_SEED}, split, index); nothing is downloaded. \
-Splits: {SPLITS} at 128x256, the first {SMALL_SPLITS} of them at 64x128 and \
-{TINY_SPLITS} at 32x64.
+Splits: {SPLITS} at 128x256, the first {SMALL_SPLITS} of them at 64x128 and at 32x64 \
+(config 32x64_1000), and the first {TINY_SPLITS} at 32x64.
 """
 
 
 class StreetsConfig(tfds.core.BuilderConfig):
   """A resolution of the streets data set, with its split sizes."""
 
-  def __init__(self, *, height: int, width: int, splits: dict[str, int], **kwargs):
-    super().__init__(name=f'{height}x{width}', **kwargs)
+  def __init__(
+    self, *, height: int, width: int, splits: dict[str, int], suffix: str = '', **kwargs
+  ):
+    super().__init__(name=f'{height}x{width}{suffix}', **kwargs)
     self.height = height
     self.width = width
     self.splits = dict(splits)
@@ -44,6 +46,13 @@ class Streets(tfds.core.GeneratorBasedBuilder):
     StreetsConfig(height=128, width=256, splits=SPLITS, description='128x256 (H x W), default.'),
     StreetsConfig(height=64, width=128, splits=SMALL_SPLITS, description='64x128, CPU runs.'),
     StreetsConfig(height=32, width=64, splits=TINY_SPLITS, description='32x64, for tests.'),
+    StreetsConfig(
+      height=32,
+      width=64,
+      splits=SMALL_SPLITS,
+      suffix='_1000',
+      description="32x64 with 64x128's splits, for the many short runs of a reproduction table.",
+    ),
   ]
   # See ColoredShapes.code_path: tfds cannot find the file through importlib_resources here.
   code_path = epath.Path(__file__)

@@ -13,7 +13,7 @@ DEFAULT_SEED = 0
 DEFAULT_HEIGHT, DEFAULT_WIDTH = 128, 256
 SPLITS = {'train': 2000, 'validation': 200}
 # The smaller configs hold the first examples of the same splits, so they prepare in seconds.
-SMALL_SPLITS = {'train': 1000, 'validation': 100}  # '64x128'.
+SMALL_SPLITS = {'train': 1000, 'validation': 100}  # '64x128' and '32x64_1000'.
 TINY_SPLITS = {'train': 200, 'validation': 20}  # '32x64', for tests.
 # Folded into every example's seed, so the two splits never share a scene.
 _SPLIT_CODES = {'train': 0, 'validation': 1}
