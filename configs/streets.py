@@ -89,6 +89,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.evals.photos.swd = True
   # FID: needs the converted Inception weights (README, "FID weights"); ~4 images/s on a CPU.
   config.evals.photos.fid = False
+  # KID from the same Inception features: unbiased, so steadier than FID on 100 images.
+  config.evals.photos.kid = False
   # ERFNet mIoU of generated and real photos: needs a segmenter trained on these photos
   # (configs/streets_erfnet.py) given as segmenter_weights.
   config.evals.photos.miou = False

@@ -44,8 +44,8 @@ class Run:
 
 def run_name(row: str, seed: int) -> str:
   """The folder of a row's run with one seed, under `<out>/runs/`."""
-  slug = ''.join(c if c.isalnum() else '_' for c in row.lower()).strip('_')
-  return f'{slug}_seed{seed}'
+  slug = ''.join(c if c.isalnum() else ' ' for c in row.lower())
+  return f'{"_".join(slug.split())}_seed{seed}'
 
 
 def final_eval(workdir: pathlib.Path) -> dict:
@@ -135,9 +135,14 @@ def aggregate(records: list[dict], columns: Sequence[Column]) -> dict[str, dict]
   return rows
 
 
-def markdown_table(rows: dict[str, dict], columns: Sequence[Column], notes: dict[str, str]) -> str:
+def markdown_table(
+  rows: dict[str, dict],
+  columns: Sequence[Column],
+  notes: dict[str, str],
+  notes_header: str = 'agrees with the paper?',
+) -> str:
   """Rows of mean ± std (n seeds), a column per metric and the row's note last."""
-  header = ['', 'seeds', *[c.header for c in columns], 'agrees with the paper?']
+  header = ['', 'seeds', *[c.header for c in columns], notes_header]
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for name, row in rows.items():
     cells = [name, str(len(row['seeds']))]
@@ -172,6 +177,46 @@ def provenance() -> dict:
     'commit': commit or 'unknown',
     'date': _now(),
   }
+
+
+def samples_figure(
+  out: pathlib.Path,
+  records: list[dict],
+  path: pathlib.Path,
+  *,
+  vertical: bool = False,
+  colors: int = 0,
+) -> None:
+  """The first seed's final sample grid of each row (runs under `<out>/runs`), side by side (or
+  stacked), each under its row's name, written to `path` (quantized to `colors` colours)."""
+  from PIL import Image, ImageDraw
+
+  grids = []
+  first = min(r['run']['seed'] for r in records)
+  for record in records:
+    if record['run']['seed'] != first:
+      continue
+    workdir = out / 'runs' / run_name(record['run']['row'], first)
+    files = sorted((workdir / 'samples').glob('step_*.png'))
+    if files:
+      grids.append((record['run']['row'], Image.open(files[-1]).convert('RGB')))
+  if not grids:
+    return
+  title, gap = 30, 20
+  if vertical:
+    size = (max(g.width for _, g in grids), sum(g.height + title + gap for _, g in grids) - gap)
+  else:
+    size = (sum(g.width + gap for _, g in grids) - gap, max(g.height for _, g in grids) + title)
+  figure = Image.new('RGB', size, 'white')
+  draw, x, y = ImageDraw.Draw(figure), 0, 0
+  for caption, grid in grids:
+    figure.paste(grid, (x, y + title))
+    draw.text((x + 4, y + 8), caption, fill='black')
+    if vertical:
+      y += grid.height + title + gap
+    else:
+      x += grid.width + gap
+  (figure.quantize(colors) if colors else figure).save(path, optimize=True)
 
 
 def write_outputs(out: pathlib.Path, name: str, markdown: str, data: dict) -> None:

@@ -16,8 +16,6 @@ import pathlib
 import sys
 import time
 
-from PIL import Image, ImageDraw
-
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import common  # noqa: E402
@@ -93,31 +91,6 @@ def agreement(rows: dict) -> dict[str, str]:
   return {'SemGAN (softmax)': note, 'GAN (RGB)': palette}
 
 
-def samples_figure(out: pathlib.Path, records: list[dict]) -> None:
-  """Seed 0's final sample grids side by side, each under its row's name."""
-  grids = []
-  first = min(r['run']['seed'] for r in records)
-  for record in records:
-    if record['run']['seed'] != first:
-      continue
-    workdir = out / 'runs' / common.run_name(record['run']['row'], first)
-    files = sorted((workdir / 'samples').glob('step_*.png'))
-    if files:
-      grids.append((record['run']['row'], Image.open(files[-1]).convert('RGB')))
-  if not grids:
-    return
-  width = sum(g.width for _, g in grids) + 20 * (len(grids) - 1)
-  height = max(g.height for _, g in grids) + 30
-  figure = Image.new('RGB', (width, height), 'white')
-  draw, x = ImageDraw.Draw(figure), 0
-  for title, grid in grids:
-    figure.paste(grid, (x, 30))
-    draw.text((x + 4, 8), title, fill='black')
-    x += grid.width + 20
-  # 256 colours: the maps have four, and the RGB grids lose nothing visible (half the bytes).
-  figure.quantize(256).save(out / 'samples.png', optimize=True)
-
-
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--setting', choices=sorted(SETTINGS), default='quick')
@@ -157,7 +130,8 @@ def main(argv=None) -> None:
     markdown,
     {'rows': rows, 'real': real, 'notes': notes, 'runs': records, 'provenance': info},
   )
-  samples_figure(out, records)
+  # 256 colours: the maps have four, and the RGB grids lose nothing visible (half the bytes).
+  common.samples_figure(out, records, out / 'samples.png', colors=256)
   print(markdown)
 
 

@@ -11,6 +11,7 @@ sys.path.insert(0, str(REPO_ROOT / 'experiments'))
 
 import common  # noqa: E402
 import shapes_table  # noqa: E402
+import streets_table  # noqa: E402
 
 COLUMNS = (
   common.Column('maps', 'swd_avg', 'SWD avg', 1),
@@ -83,3 +84,71 @@ def test_shapes_table_rows_and_agreement():
   assert 'lower at SWD 16, SWD 32, SWD 64' in notes['SemGAN (softmax)']
   assert '0.0200' in notes['GAN (RGB)']
   json.dumps(notes)
+
+
+def test_streets_table_runs_use_both_segmenters(tmp_path):
+  names = {c: row for c, (row, _) in streets_table.COLUMN_ROWS.items()}
+  runs = streets_table.column_runs(tmp_path, names, [0, 1, 2], fid=False)
+  assert len(runs) == 18 and [r.seed for r in runs[:6]] == [0] * 6  # seed-major
+  assert runs[0].config == 'configs/streets_ablation.py:a'
+  sipl, judge = streets_table.segmenter_paths(tmp_path).values()
+  assert f'--config.sipl_segmenter={sipl}' in runs[0].overrides
+  assert f'--config.judge_segmenter={judge}' in runs[0].overrides
+  assert sipl != judge and not any('fid' in flag for flag in runs[0].overrides)
+  segmenters = streets_table.segmenter_runs()
+  assert [r.seed for r in segmenters] == [0, 1]
+  assert segmenters[1].overrides == ('--config.model.width=0.5',)
+
+
+def test_effects_are_judged_against_the_seed_spread():
+  def rows(b_mean, std):
+    def entry(mean):
+      return {'mean': mean, 'std': std, 'values': [mean] * 3}
+
+    a = {'swd_avg': entry(50.0), 'judge/miou': entry(0.30)}
+    b = {'swd_avg': entry(b_mean), 'judge/miou': entry(0.30)}
+    return {'a: ResNet': a, 'b: Res2': b}
+
+  effects = (('Res2 for ResNet', 'b', 'a'),)
+  # ΔSWD = -5 with SE √(2·3²/3) ≈ 2.45: beyond 2 SE, lower is better, as the paper's FID change.
+  markdown, data = streets_table.effects_table(rows(45.0, 3.0), fid=False, effects=effects)
+  assert data[0]['swd_avg'][2] == 'agrees' and data[0]['paper_fid_delta'] == pytest.approx(-1.431)
+  assert data[0]['judge_miou'][2] == 'within seed variance'
+  assert '| Res2 for ResNet | -1.43 | -5.00 ± 2.45 | agrees |' in markdown
+  _, data = streets_table.effects_table(rows(55.0, 3.0), fid=False, effects=effects)
+  assert data[0]['swd_avg'][2] == 'disagrees'
+  _, data = streets_table.effects_table(rows(45.0, 4.0), fid=False, effects=effects)
+  assert data[0]['swd_avg'][2] == 'within seed variance'  # SE 3.27: |Δ| < 2 SE
+  _, data = streets_table.effects_table(rows(45.0, 3.0), fid=False, effects=effects, paper=False)
+  assert data[0]['swd_avg'][2] == 'better' and data[0]['paper_fid_delta'] is None
+
+
+def test_streets_ablation_config_columns():
+  from semgan_jax import config_files
+
+  path = REPO_ROOT / 'configs' / 'streets_ablation.py'
+  expected = {
+    'a': ('resnet', 0.0),
+    'b': ('res2net', 0.0),
+    'c': ('resnet', 1.0),
+    'd': ('res2net', 1.0),
+    'e': ('crb', 0.0),
+    'f': ('crb', 1.0),
+    'e_grouped': ('crb_grouped', 0.0),
+    'f_grouped': ('crb_grouped', 1.0),
+  }
+  for variant, (block, sipl) in expected.items():
+    config = config_files.load(path, variant)
+    assert (config.model.block, config.loss.lambda_sipl) == (block, sipl), variant
+    assert (config.data.config_name, config.data.height, config.data.width) == (
+      '32x64_1000',
+      32,
+      64,
+    )
+  config.sipl_segmenter, config.judge_segmenter = 'sipl.npz', 'judge.npz'
+  assert config.loss.erfnet_weights == config.evals.photos.segmenter_weights == 'sipl.npz'
+  assert config.evals.judge.segmenter_weights == 'judge.npz'
+  assert config.evals.photos.miou and config.evals.judge.miou and not config.evals.judge.swd
+  for bad in ('g', 'a_grouped', 'e_other'):
+    with pytest.raises(ValueError, match=f'unknown variant {bad!r}'):
+      config_files.load(path, bad)

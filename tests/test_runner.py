@@ -3,6 +3,7 @@
 import json
 import pathlib
 import re
+import shutil
 
 import jax
 import numpy as np
@@ -110,6 +111,30 @@ def test_eval_and_sample_modes(runs, file_listing):
     with pytest.raises(UserInputError, match='has no samples'):
       runner.sample(task, config, str(workdir), num_samples=2)
     assert file_listing(workdir) == before
+
+
+def test_a_run_stopped_during_its_final_evaluation_evaluates_when_run_again(runs, tmp_path):
+  """Killed after the last checkpoint, before the results were written: running the same
+  command again trains nothing and writes the final evaluation, with the same numbers."""
+  task, config = runs['task'], runs['config']
+  if not any(entry.every_steps for entry in config.evals.values()):
+    pytest.skip('no evaluator runs during training')
+  workdir = tmp_path / 'copy'
+  shutil.copytree(runs['root'] / 'a', workdir)
+  final = workdir / 'eval' / 'step_0000004.json'
+  expected = json.loads(final.read_text())['evaluators']
+  final.unlink()
+  runner.train(task, config, str(workdir))
+  again = json.loads(final.read_text())['evaluators']
+  for name, entry in expected.items():
+    drop = ('eval_seconds',)
+    got = {k: v for k, v in again[name]['metrics'].items() if k not in drop}
+    want = {k: v for k, v in entry['metrics'].items() if k not in drop}
+    np.testing.assert_array_equal(*([d[k] for k in sorted(want)] for d in (got, want)))
+    assert got.keys() == want.keys()
+  written = final.stat().st_mtime_ns
+  runner.train(task, config, str(workdir))  # Now complete: nothing is evaluated again.
+  assert final.stat().st_mtime_ns == written
 
 
 def test_changed_training_fields_resume(runs):

@@ -308,6 +308,15 @@ def _loop(run: Run, state, start_step: int, train_step, sampler, ckpt, writer, s
       writers.run_evaluators(due, state, run.workdir, writer)
   if start_step >= num_steps:
     logging.info('Nothing to do: the checkpoint is at step %d >= num_steps.', start_step)
+    final = {name: ev for name, ev in run.evaluators.items() if ev.cfg['every_steps']}
+    if (
+      start_step == num_steps
+      and final
+      and not writers.results_path(run.workdir, num_steps).exists()
+    ):
+      # The run was stopped after its last checkpoint, during the final evaluation.
+      logging.info('The final evaluation of step %d is missing: evaluating now.', num_steps)
+      writers.run_evaluators(final, state, run.workdir, writer)
   ckpt.wait_until_finished()
   return state
 

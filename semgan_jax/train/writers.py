@@ -91,6 +91,11 @@ def write_json_atomically(path: epath.Path, payload: dict) -> None:
   os.replace(tmp, path)
 
 
+def results_path(workdir: str, step: int) -> epath.Path:
+  """Where `run_evaluators` writes the results of `step`."""
+  return epath.Path(workdir) / 'eval' / f'step_{step:07d}.json'
+
+
 def run_evaluators(evaluators: dict, state, workdir: str, writer=None) -> dict:
   """Runs `evaluators` on `state`, logs `<prefix>/<metric>` scalars, writes the results JSON.
 
@@ -117,7 +122,7 @@ def run_evaluators(evaluators: dict, state, workdir: str, writer=None) -> dict:
     'time': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
     'evaluators': results,
   }
-  path = epath.Path(workdir) / 'eval' / f'step_{step:07d}.json'
+  path = results_path(workdir, step)
   if jax.process_index() == 0:
     write_json_atomically(path, payload)
     logging.info('Wrote %s', path)
