@@ -35,6 +35,10 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.model.d_base_features = 16  # PatchGAN D64-...; the paper's 64.
   config.model.num_d = 2  # Discriminator scales (pix2pixHD: 3 at 1024×512).
   config.model.d_num_layers = 3  # Strided PatchGAN layers (70×70 patches at 3).
+  # G's up-sampling: 'transpose' (3×3 stride-2 transposed convolutions, the paper's) or 'resize'
+  # (nearest ×2, then a 3×3 convolution: no checkerboard; RESULTS.md, "The embedded streets
+  # default").
+  config.model.upsample = 'transpose'
   config.model.g_ema_decay = 0.0  # EMA of G's weights for samples (off, as in the paper).
   config.model.dtype = 'float32'
   # How convolutions are computed: 'auto' picks im2col/kn2row matrix products per layer shape on

@@ -219,6 +219,21 @@ def samples_figure(
   (figure.quantize(colors) if colors else figure).save(path, optimize=True)
 
 
+def footer(
+  records: list[dict], start: float, info: dict, script: str, args, shared=''
+) -> list[str]:
+  """The lines under a table: how many runs took how long, where, and the command (the script's
+  flags from `args`, an argparse namespace; empty and zero ones left out)."""
+  seconds = sum(r['seconds'] for r in records)
+  flags = ''.join(f' --{k}={v}' for k, v in vars(args).items() if v not in ('', 0, None))
+  return [
+    f'{len(records)} runs, {seconds / 60:.0f} min of training and evaluation{shared} '
+    f'(this invocation: {(time.perf_counter() - start) / 60:.0f} min); {info["machine"]}, '
+    f'JAX {info["jax"]}, Python {info["python"]}, commit {info["commit"]}.',
+    f'Command: `python experiments/{script}{flags}`.',
+  ]
+
+
 def write_outputs(out: pathlib.Path, name: str, markdown: str, data: dict) -> None:
   """`<out>/<name>.md` and `<out>/<name>.json`, each written atomically."""
   out.mkdir(parents=True, exist_ok=True)

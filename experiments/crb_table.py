@@ -121,7 +121,6 @@ def main(argv=None) -> None:
   effects_md, effects = streets_table.effects_table(
     rows, fid, effects=EFFECTS, row_names=ROWS, paper=False
   )
-  seconds = sum(r['seconds'] for r in records)
   info = common.provenance()
   markdown = '\n'.join(
     [
@@ -135,14 +134,10 @@ def main(argv=None) -> None:
       '',
       '\n'.join(cost_lines),
       '',
-      f'Mean ± sample std over seeds {seeds}; 100 validation pairs per evaluation. '
-      f'{len(records)} runs, {seconds / 60:.0f} min of training and evaluation, shared with '
-      f'table (b) for the rows b, d, e, f (this invocation: '
-      f'{(time.perf_counter() - start) / 60:.0f} min); {info["machine"]}, JAX {info["jax"]}, '
-      f'Python {info["python"]}, commit {info["commit"]}.',
-      f'Command: `python experiments/crb_table.py --seeds={args.seeds} --fid={args.fid}'
-      + (f' --steps={args.steps}' if args.steps else '')
-      + '`.',
+      f'Mean ± sample std over seeds {seeds}; 100 validation pairs per evaluation.',
+      *common.footer(
+        records, start, info, 'crb_table.py', args, ', shared with table (b) for b, d, e, f'
+      ),
     ]
   )
   common.write_outputs(

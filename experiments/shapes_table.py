@@ -107,7 +107,6 @@ def main(argv=None) -> None:
     for name, header in REAL.items()
   }
   notes = agreement(rows)
-  seconds = sum(r['seconds'] for r in records)
   info = common.provenance()
   markdown = '\n'.join(
     [
@@ -117,11 +116,7 @@ def main(argv=None) -> None:
       '',
       'Real maps: ' + ', '.join(f'{k} {v:.3f}' for k, v in real.items()) + '.',
       f'Mean ± sample std over seeds {seeds}; 1,024 maps per evaluation; lower SWD is better.',
-      f'{len(records)} runs, {seconds / 60:.0f} min of training and evaluation '
-      f'(this invocation: {(time.perf_counter() - start) / 60:.0f} min); {info["machine"]}, '
-      f'JAX {info["jax"]}, Python {info["python"]}, commit {info["commit"]}.',
-      f'Command: `python experiments/shapes_table.py --setting={args.setting} '
-      f'--seeds={args.seeds}`.',
+      *common.footer(records, start, info, 'shapes_table.py', args),
     ]
   )
   common.write_outputs(

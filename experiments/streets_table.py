@@ -192,7 +192,6 @@ def main(argv=None) -> None:
     'judge': first[J]['metrics']['miou_real'],
   }
   segmenter_miou = {r['run']['row']: r['evaluators']['miou']['metrics']['miou'] for r in segmenters}
-  seconds = sum(r['seconds'] for r in records + segmenters)
   info = common.provenance()
   markdown = '\n'.join(
     [
@@ -216,12 +215,7 @@ def main(argv=None) -> None:
         if fid
         else 'off (no Inception weights installed).'
       ),
-      f'{len(records) + len(segmenters)} runs, {seconds / 60:.0f} min of training and evaluation '
-      f'(this invocation: {(time.perf_counter() - start) / 60:.0f} min); {info["machine"]}, '
-      f'JAX {info["jax"]}, Python {info["python"]}, commit {info["commit"]}.',
-      f'Command: `python experiments/streets_table.py --seeds={args.seeds} --fid={args.fid}'
-      + (f' --steps={args.steps}' if args.steps else '')
-      + '`.',
+      *common.footer(records + segmenters, start, info, 'streets_table.py', args),
     ]
   )
   common.write_outputs(

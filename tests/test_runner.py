@@ -280,3 +280,21 @@ def test_unknown_task_is_named():
   config.task = 'paint'
   with pytest.raises(UserInputError, match="config.task='paint'"):
     tasks.get_task(config)
+
+
+@pytest.mark.parametrize(
+  ('config_file', 'field', 'other'),
+  [('streets', 'upsample', 'resize'), ('streets_erfnet', 'width', 0.5)],
+)
+def test_a_field_added_later_compares_at_its_old_value(tmp_path, config_file, field, other):
+  """Workdirs written before `model.upsample` / `model.width` existed resume under configs that
+  hold the old behaviour's value, and are refused under another."""
+  config = _load_config_module(config_file).get_config('tiny')
+  saved = config.to_dict()
+  del saved['model'][field]
+  (tmp_path / checkpointing.CONFIG_FILE).write_text(json.dumps(saved))
+  fields = ('task', 'model')
+  checkpointing.check_config_compatible(str(tmp_path), config, fields)
+  config.model[field] = other
+  with pytest.raises(checkpointing.CheckpointError, match=f'model.{field}: checkpoint has'):
+    checkpointing.check_config_compatible(str(tmp_path), config, fields)

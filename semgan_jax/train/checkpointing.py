@@ -64,9 +64,15 @@ def flatten_config(config: dict, prefix: str = '') -> dict[str, Any]:
   return out
 
 
+# Fields added after runs were written, at the value those runs had: a saved config without one
+# compares as if it held this value (configs without `task` are SemGAN's).
+ADDED_FIELDS = {'task': 'semgan', 'model.upsample': 'transpose', 'model.width': 1.0}
+
+
 def _architecture_view(config: dict, fields, excluded) -> dict[str, Any]:
   flat = flatten_config(config)
-  flat.setdefault('task', 'semgan')  # Configs without the field are SemGAN's.
+  for key, value in ADDED_FIELDS.items():
+    flat.setdefault(key, value)
   return {
     k: v
     for k, v in flat.items()
