@@ -4,12 +4,13 @@ The reproduction table's runs (experiments/streets_table.py runs each column wit
 configs/streets.py's network (every field not set here, and its comment, is that file's) on the
 32x64_1000 streets (1,000 training and 100 validation pairs), 1,000 steps (4 + 4 epochs), about
 3-5 minutes a run on 2 cores. Two ERFNets trained on the same photos score the generated photos:
-`photos` uses SIPL's own network (`sipl_segmenter`), `judge` an independent one (another seed and
-half the width, `judge_segmenter`) that SIPL never saw, as the paper's mIoU is. Train them first:
+`photos` uses SIPL's own network (`sipl_segmenter`), `judge` an independent one (another seed,
+3/4 of the width, `judge_segmenter`) that SIPL never saw, as the paper's mIoU is. Train them
+first:
 
   python -m semgan_jax.main --config=configs/streets_erfnet.py:32x64 --workdir=/tmp/seg_sipl
   python -m semgan_jax.main --config=configs/streets_erfnet.py:32x64 --workdir=/tmp/seg_judge \
-    --config.seed=1 --config.model.width=0.5
+    --config.seed=1 --config.model.width=0.75 --config.train.num_steps=2000
   python -m semgan_jax.main --config=configs/streets_ablation.py:f --workdir=/tmp/f \
     --config.sipl_segmenter=/tmp/seg_sipl/erfnet_streets.npz \
     --config.judge_segmenter=/tmp/seg_judge/erfnet_streets.npz
