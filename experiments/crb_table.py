@@ -25,12 +25,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 import streets_table  # noqa: E402
 
-ROWS = {  # configs/streets_ablation.py variant → row
-  'b': 'b: Res2',
-  'e': 'e: CRB (as implemented)',
-  'e_grouped': 'e′: CRB, grouped 1×1 (our reading)',
-  'd': 'd: Res2 + SIPL',
-  'f': 'f: CRB + SIPL',
+# configs/streets_ablation.py variant → row. Table (b)'s rows keep its names: a run's folder is
+# named after its row, and these runs are table (b)'s.
+ROWS = {
+  **{v: streets_table.COLUMN_ROWS[v][0] for v in 'be'},
+  'e_grouped': 'e′: grouped CRB (our reading)',
+  **{v: streets_table.COLUMN_ROWS[v][0] for v in 'df'},
   'f_grouped': 'f′: grouped CRB + SIPL',
 }
 # SIPL does not change G: the rows with it share the costs of these.
@@ -128,7 +128,8 @@ def main(argv=None) -> None:
       '',
       common.markdown_table(rows, columns, {}, ''),
       '',
-      'Effects (Δ = first row − second, mean over seeds; "within seed variance" where |Δ| ≤ 2 SE):',
+      'Effects (Δ = first row − second, mean over seeds; "within seed variance" where Welch\'s '
+      't-test at 5% does not separate the two rows):',
       '',
       effects_md,
       '',
@@ -146,7 +147,7 @@ def main(argv=None) -> None:
     markdown,
     {'rows': rows, 'effects': effects, 'costs': costs, 'runs': records, 'provenance': info},
   )
-  common.samples_figure(runs_dir, records, out / 'samples.png', vertical=True)
+  common.samples_figure(runs_dir, records, out / 'samples.png')
   print(markdown)
 
 
