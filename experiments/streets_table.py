@@ -45,7 +45,7 @@ COLUMN_ROWS = {
   'e': ('e: CRB', 55.187),
   'f': ('f: CRB + SIPL', 54.775),
 }
-# The paper's claims (§4.2): (name, column with, column without).
+# The paper's claims (§4.2): (name, column(s) with, column(s) without).
 EFFECTS = (
   ('Res2 for ResNet (b vs a)', 'b', 'a'),
   ('SIPL on ResNet (c vs a)', 'c', 'a'),
@@ -53,6 +53,8 @@ EFFECTS = (
   ('SIPL on CRB (f vs e)', 'f', 'e'),
   ('CRB for Res2, with SIPL (f vs d)', 'f', 'd'),
   ('SemanticGAN vs pix2pixHD (f vs a)', 'f', 'a'),
+  # The paper's SIPL claim holds for all three blocks: their 9 runs with SIPL against the 9 without.
+  ('SIPL, pooled over the blocks (c, d, f vs a, b, e)', ('c', 'd', 'f'), ('a', 'b', 'e')),
 )
 # mIoU of generated photos in the paper (Fig. 6): pix2pixHD 63.1, without SIPL 63.6, with 65.8.
 PAPER_MIOU = {'a': 63.1, 'e': 63.6, 'f': 65.8}
@@ -105,20 +107,22 @@ def column_runs(out: pathlib.Path, columns, seeds, fid: bool, extra=()) -> list[
   ]
 
 
-def effect(rows: dict, metric: str, with_: str, without: str) -> tuple[float, float, float]:
-  """The change of `metric`'s mean from row `without` to row `with_`, its standard error
-  (√(s₁²/n₁ + s₂²/n₂): the spread of the difference expected from the seeds alone) and the
-  smallest |change| Welch's t-test calls significant at 5% (two-sided; t at the
-  Welch–Satterthwaite degrees of freedom, 4.3 SE for 3 + 3 seeds of equal spread ... 2.8 SE)."""
+def effect(rows: dict, metric: str, with_, without) -> tuple[float, float, float]:
+  """The change of `metric`'s mean from the runs of rows `without` to those of rows `with_`
+  (each a list of rows, whose runs are pooled), its standard error (√(s₁²/n₁ + s₂²/n₂): the
+  spread of the difference expected from the seeds alone) and the smallest |change| Welch's
+  t-test calls significant at 5% (two-sided, at the Welch–Satterthwaite degrees of freedom: from
+  2.8 SE for 3 + 3 seeds of equal spread up to 4.3)."""
   from scipy import stats
 
-  a, b = rows[with_][metric], rows[without][metric]
-  va, vb = a['std'] ** 2 / len(a['values']), b['std'] ** 2 / len(b['values'])
+  a, b = ([v for r in group for v in rows[r][metric]['values']] for group in (with_, without))
+  va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
   se = float(np.sqrt(va + vb))
+  delta = float(np.mean(a) - np.mean(b))
   if se == 0:
-    return a['mean'] - b['mean'], 0.0, 0.0
-  df = (va + vb) ** 2 / (va**2 / (len(a['values']) - 1) + vb**2 / (len(b['values']) - 1))
-  return a['mean'] - b['mean'], se, float(stats.t.ppf(0.975, df) * se)
+    return delta, 0.0, 0.0
+  df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+  return delta, se, float(stats.t.ppf(0.975, df) * se)
 
 
 def verdict(delta: float, threshold: float, lower_is_better: bool, paper_delta) -> str:
@@ -136,9 +140,10 @@ def verdict(delta: float, threshold: float, lower_is_better: bool, paper_delta) 
 def effects_table(
   rows: dict, fid: bool, effects=EFFECTS, row_names: dict | None = None, paper: bool = True
 ) -> tuple[str, list[dict]]:
-  """Each effect (name, variant with, variant without) measured on the main metric (FID, or SWD
-  without it) and the judge's mIoU; with `paper`, beside the paper's FID change and compared with
-  its direction. `row_names`: variant → row (default: Table 1's columns)."""
+  """Each effect (name, variant(s) with, variant(s) without; several variants pool their runs)
+  measured on the main metric (FID, or SWD without it) and the judge's mIoU; with `paper`, beside
+  the paper's FID change and compared with its direction. `row_names`: variant → row (default:
+  Table 1's columns)."""
   row_names = row_names or {c: row for c, (row, _) in COLUMN_ROWS.items()}
   metric, label = ('fid', 'FID') if fid else ('swd_avg', 'SWD avg')
   paper_header = ' paper ΔFID |' if paper else ''
@@ -146,9 +151,14 @@ def effects_table(
   lines = [header, '|---|' + '---|' * (5 if paper else 4)]
   data = []
   for name, with_, without in effects:
-    a, b = row_names[with_], row_names[without]
-    delta = COLUMN_ROWS[with_][1] - COLUMN_ROWS[without][1] if paper else None
-    if a not in rows or b not in rows:
+    with_, without = ((v,) if isinstance(v, str) else tuple(v) for v in (with_, without))
+    a, b = [row_names[v] for v in with_], [row_names[v] for v in without]
+    if paper:
+      delta = float(np.mean([COLUMN_ROWS[v][1] for v in with_]))
+      delta -= float(np.mean([COLUMN_ROWS[v][1] for v in without]))
+    else:
+      delta = None
+    if any(row not in rows for row in a + b):
       continue
     d_main, se_main, t_main = effect(rows, metric, a, b)
     d_miou, se_miou, t_miou = effect(rows, 'judge/miou', a, b)

@@ -103,7 +103,7 @@ def test_streets_table_runs_use_both_segmenters(tmp_path):
 def test_effects_are_judged_against_the_seed_spread():
   def rows(b_mean, std):
     def entry(mean):
-      return {'mean': mean, 'std': std, 'values': [mean] * 3}
+      return {'mean': mean, 'std': std, 'values': [mean - std, mean, mean + std]}
 
     a = {'swd_avg': entry(50.0), 'judge/miou': entry(0.30)}
     b = {'swd_avg': entry(b_mean), 'judge/miou': entry(0.30)}
@@ -121,6 +121,11 @@ def test_effects_are_judged_against_the_seed_spread():
   assert data[0]['swd_avg'][2] == 'within seed variance'  # 6 < 6.80, though beyond 2 SE
   _, data = streets_table.effects_table(rows(40.0, 3.0), fid=False, effects=effects, paper=False)
   assert data[0]['swd_avg'][2] == 'better' and data[0]['paper_fid_delta'] is None
+  # Pooled rows: the runs of both rows on each side (here the same as one row each, doubled).
+  pooled = (('both', ('b', 'b'), ('a', 'a')),)
+  _, data = streets_table.effects_table(rows(44.0, 3.0), fid=False, effects=pooled)
+  delta, se, verdict = data[0]['swd_avg']
+  assert delta == pytest.approx(-6.0) and se < 2.45 and verdict == 'agrees'  # 6 seeds a side
 
 
 def test_streets_ablation_config_columns():
@@ -152,7 +157,7 @@ def test_crb_table_reuses_table_b_runs(tmp_path):
 
   names = {c: row for c, (row, _) in streets_table.COLUMN_ROWS.items()}
   table_b = {r.name for r in streets_table.column_runs(tmp_path, names, [0, 1, 2], fid=True)}
-  table_c = crb_table.ROWS and streets_table.column_runs(tmp_path, crb_table.ROWS, [0, 1, 2], True)
+  table_c = streets_table.column_runs(tmp_path, crb_table.ROWS, [0, 1, 2], True)
   new = [r for r in table_c if r.name not in table_b]
   # Only the grouped reading is trained again; every other run is one of table (b)'s.
   assert len(table_c) == 18 and {r.config.split(':')[1] for r in new} == {'e_grouped', 'f_grouped'}
