@@ -44,6 +44,9 @@ def get_config(variant: str = 'f') -> ml_collections.ConfigDict:
   config.data.width = 64
 
   config.model.block = 'crb_grouped' if reading else paper.model.block
+  config.model.upsample = 'transpose'  # The paper's (configs/streets.py now resizes).
+  config.optim.epochs_constant = 4  # 1,000 steps of batch 8.
+  config.optim.epochs_decay = 4
   # The ERFNets' exports (configs/streets_erfnet.py at 32x64); both are needed by every column.
   config.sipl_segmenter = ml_collections.FieldReference('', field_type=str)
   config.judge_segmenter = ml_collections.FieldReference('', field_type=str)

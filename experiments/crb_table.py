@@ -97,7 +97,7 @@ def main(argv=None) -> None:
   start = time.perf_counter()
   common.run_all(streets_table.segmenter_runs(extra), runs_dir)
   runs = streets_table.column_runs(runs_dir, ROWS, seeds, fid, extra)
-  records = streets_table.judged(common.run_all(runs, runs_dir))
+  records = common.run_all(runs, runs_dir)
 
   costs = {
     variant: {

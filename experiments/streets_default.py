@@ -1,17 +1,18 @@
 """The embedded streets default (issue 13, item 3): where its photos' noise comes from, over seeds.
 
-  python experiments/streets_default.py --variants=transpose,resize            # 3 seeds each
-  python experiments/streets_default.py --variants=resize_16ep --seeds=0       # one screening run
+  python experiments/streets_default.py                     # 3 variants × 3 seeds, ~1.5 h
+  python experiments/streets_default.py --variants=resize_lr4 --seeds=0   # one screening run
 
 Each run is `python -m semgan_jax.main --config=configs/streets.py` (the README's command, 64×128,
-~8.5 minutes at 1,000 steps on 2 cores) with a variant's overrides and `--config.seed=S`,
-evaluated at its last step on the 100 validation pairs (SWD per level, L1). Then
-`speckle.py`'s spectrum of each run's photos against the real ones: the power in the high band
-(1/4 to 1/2 cycle per pixel) and on the Nyquist lines, where a stride-2 transposed convolution's
-checkerboard lands (1 = the real photos'). Writes `--out` (default
-experiments/results/streets_default/): `table.md`, `table.json` and `samples.png` (the first
-seed's final label | generated | real grids).
-"""
+2,000 steps with resize-conv up-sampling, ~15 minutes on 2 cores) with a variant's overrides and
+`--config.seed=S`: the paper's transposed convolutions and resize-conv at the old default's
+1,000 steps (~7.5 minutes each), and the default. Each is evaluated at its last step on the 100
+validation pairs (SWD per level, L1). Then `speckle.py`'s spectrum of each run's photos against
+the real ones: the power in the high band (1/4 to 1/2 cycle per pixel) and on the Nyquist lines,
+where a stride-2 transposed convolution's checkerboard lands (1 = the real photos'). Writes
+`--out` (default experiments/results/streets_default/): `table.md`, `table.json` (with each
+change's Δ and Welch verdict) and `samples.png` (the first seed's final label | generated | real
+grids)."""
 
 import argparse
 import json
@@ -24,23 +25,25 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 CONFIG = 'configs/streets.py'
-VARIANTS = {  # name → (row, overrides of configs/streets.py)
-  'transpose': ('transposed conv (the paper, default)', ()),
-  'resize': ('resize-conv', ('--config.model.upsample=resize',)),
-  'resize_16ep': (
-    'resize-conv, 8 + 8 epochs',
-    (
-      '--config.model.upsample=resize',
-      '--config.optim.epochs_constant=8',
-      '--config.optim.epochs_decay=8',
-      '--config.evals.photos.every_steps=2000',
-    ),
+# 4 + 4 epochs of the 1,000 pairs: 1,000 steps.
+SHORT = ('--config.optim.epochs_constant=4', '--config.optim.epochs_decay=4')
+SHORT += ('--config.evals.photos.every_steps=1000',)
+VARIANTS = {  # name → (row, overrides of configs/streets.py, whose default is resize_16ep)
+  'transpose': (
+    'transposed conv (the paper; the old default)',
+    ('--config.model.upsample=transpose', *SHORT),
   ),
-  'resize_lr4': (
-    'resize-conv, lr 4e-4',
-    ('--config.model.upsample=resize', '--config.optim.lr=4e-4'),
-  ),
+  'resize': ('resize-conv', SHORT),
+  'resize_16ep': ('resize-conv, 8 + 8 epochs (the default)', ()),
+  'resize_lr4': ('resize-conv, lr 4e-4', ('--config.optim.lr=4e-4', *SHORT)),
 }
+# (name, variant with, variant without): the changes measured against the seeds' spread.
+COMPARISONS = (
+  ('resize-conv instead of transposed conv (4 + 4 epochs)', 'resize', 'transpose'),
+  ('8 + 8 epochs instead of 4 + 4 (resize-conv)', 'resize_16ep', 'resize'),
+  ('the new default against the old', 'resize_16ep', 'transpose'),
+  ('lr 4e-4 instead of 2e-4 (resize-conv, 4 + 4 epochs)', 'resize_lr4', 'resize'),
+)
 P = 'photos'
 COLUMNS = (
   common.Column(P, 'swd_64', 'SWD 64', 1),
@@ -68,9 +71,32 @@ def speckle(workdir: pathlib.Path) -> dict[str, float]:
   return ratios
 
 
+def comparisons_table(rows: dict, columns=COLUMNS[3:5]) -> tuple[str, list[dict]]:
+  """Each comparison whose two rows were run: Δ ± SE of SWD avg and L1 (lower is better), with
+  Welch's verdict (`common.effect`)."""
+  header = ['change', *[f'Δ{c.header} ± SE | verdict' for c in columns]]
+  lines = ['| ' + ' | '.join(header) + ' |', '|---|' + '---|---|' * len(columns)]
+  data = []
+  for name, with_, without in COMPARISONS:
+    a, b = VARIANTS[with_][0], VARIANTS[without][0]
+    if a not in rows or b not in rows:
+      continue
+    cells, entry = [name], {'change': name, 'with': a, 'without': b}
+    for c in columns:
+      delta, se, threshold = common.effect(rows, c.key, [a], [b])
+      verdict = common.verdict(delta, threshold, True, None)
+      cells += [f'{delta:+.{c.decimals}f} ± {se:.{c.decimals}f}', verdict]
+      entry[c.key] = {'delta': delta, 'se': se, 'threshold': threshold, 'verdict': verdict}
+    lines.append('| ' + ' | '.join(cells) + ' |')
+    data.append(entry)
+  return '\n'.join(lines), data
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--variants', default='transpose,resize', help=f'of {sorted(VARIANTS)}')
+  parser.add_argument(
+    '--variants', default='transpose,resize,resize_16ep', help=f'of {sorted(VARIANTS)}'
+  )
   parser.add_argument('--seeds', default='0,1,2', help='comma-separated seeds (at least 3)')
   parser.add_argument('--out', default='', help='output folder')
   args = parser.parse_args(argv)
@@ -90,6 +116,7 @@ def main(argv=None) -> None:
     )
     metrics['minutes'] = record['seconds'] / 60
   rows = common.aggregate(records, COLUMNS)
+  comparisons_md, comparisons = comparisons_table(rows)
   info = common.provenance()
   markdown = '\n'.join(
     [
@@ -100,10 +127,17 @@ def main(argv=None) -> None:
       f'Mean ± sample std over seeds {seeds}; 100 validation pairs at 64×128; band powers are '
       "relative to the real photos (1 = theirs); minutes are each run's wall time with its "
       'evaluation.',
+      '',
+      "Changes against the seeds' spread (Δ = mean with − mean without; verdict by Welch's "
+      't-test at 5%):',
+      '',
+      comparisons_md,
+      '',
       *common.footer(records, start, info, 'streets_default.py', args),
     ]
   )
-  common.write_outputs(out, 'table', markdown, {'rows': rows, 'runs': records, 'provenance': info})
+  data = {'rows': rows, 'comparisons': comparisons, 'runs': records, 'provenance': info}
+  common.write_outputs(out, 'table', markdown, data)
   common.samples_figure(out, records, out / 'samples.png', vertical=True)
   print(markdown)
 

@@ -63,7 +63,7 @@ BASE_COLUMNS = (
   common.Column(P, 'swd_avg', 'SWD avg', 1),
   common.Column(P, 'l1', 'L1', 4),
   common.Column(P, 'miou', 'mIoU (SIPL net)', 3),
-  common.Column(P, 'judge/miou', 'mIoU (judge)', 3),  # The judge's, copied by `judged`.
+  common.Column(J, 'miou', 'mIoU (judge)', 3, key='judge/miou'),
 )
 FID_COLUMNS = (common.Column(P, 'fid', 'FID', 1), common.Column(P, 'kid', 'KID', 4))
 
@@ -107,36 +107,6 @@ def column_runs(out: pathlib.Path, columns, seeds, fid: bool, extra=()) -> list[
   ]
 
 
-def effect(rows: dict, metric: str, with_, without) -> tuple[float, float, float]:
-  """The change of `metric`'s mean from the runs of rows `without` to those of rows `with_`
-  (each a list of rows, whose runs are pooled), its standard error (√(s₁²/n₁ + s₂²/n₂): the
-  spread of the difference expected from the seeds alone) and the smallest |change| Welch's
-  t-test calls significant at 5% (two-sided, at the Welch–Satterthwaite degrees of freedom: from
-  2.8 SE for 3 + 3 seeds of equal spread up to 4.3)."""
-  from scipy import stats
-
-  a, b = ([v for r in group for v in rows[r][metric]['values']] for group in (with_, without))
-  va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
-  se = float(np.sqrt(va + vb))
-  delta = float(np.mean(a) - np.mean(b))
-  if se == 0:
-    return delta, 0.0, 0.0
-  df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-  return delta, se, float(stats.t.ppf(0.975, df) * se)
-
-
-def verdict(delta: float, threshold: float, lower_is_better: bool, paper_delta) -> str:
-  """'within seed variance' where |Δ| is below `threshold` (`effect`'s); otherwise whether the
-  change agrees with the direction of the paper's FID change (`paper_delta`), or, without one,
-  is better or worse."""
-  if abs(delta) <= threshold:
-    return 'within seed variance'
-  better = delta < 0 if lower_is_better else delta > 0
-  if paper_delta is None:
-    return 'better' if better else 'worse'
-  return 'agrees' if better == (paper_delta < 0) else 'disagrees'
-
-
 def effects_table(
   rows: dict, fid: bool, effects=EFFECTS, row_names: dict | None = None, paper: bool = True
 ) -> tuple[str, list[dict]]:
@@ -160,10 +130,10 @@ def effects_table(
       delta = None
     if any(row not in rows for row in a + b):
       continue
-    d_main, se_main, t_main = effect(rows, metric, a, b)
-    d_miou, se_miou, t_miou = effect(rows, 'judge/miou', a, b)
-    v_main = verdict(d_main, t_main, True, delta)
-    v_miou = verdict(d_miou, t_miou, False, delta)
+    d_main, se_main, t_main = common.effect(rows, metric, a, b)
+    d_miou, se_miou, t_miou = common.effect(rows, 'judge/miou', a, b)
+    v_main = common.verdict(d_main, t_main, True, delta)
+    v_miou = common.verdict(d_miou, t_miou, False, delta)
     paper_cell = f' {delta:+.2f} |' if paper else ''
     lines.append(
       f'| {name} |{paper_cell} {d_main:+.2f} ± {se_main:.2f} | {v_main} | '
@@ -174,15 +144,6 @@ def effects_table(
       | {'judge_miou': [d_miou, se_miou, v_miou]}
     )
   return '\n'.join(lines), data
-
-
-def judged(records: list[dict]) -> list[dict]:
-  """The records with the judge's mIoU also under `photos` as `judge/miou` (one metric name per
-  column for `common.aggregate`'s rows)."""
-  for record in records:
-    metrics = record['evaluators'][P]['metrics']
-    metrics['judge/miou'] = record['evaluators'][J]['metrics']['miou']
-  return records
 
 
 def main(argv=None) -> None:
@@ -200,7 +161,7 @@ def main(argv=None) -> None:
   start = time.perf_counter()
   segmenters = common.run_all(segmenter_runs(extra), out)
   names = {column: row for column, (row, _) in COLUMN_ROWS.items()}
-  records = judged(common.run_all(column_runs(out, names, seeds, fid, extra), out))
+  records = common.run_all(column_runs(out, names, seeds, fid, extra), out)
   columns = (FID_COLUMNS if fid else ()) + BASE_COLUMNS
   rows = common.aggregate(records, columns)
   notes = {

@@ -11,6 +11,7 @@ sys.path.insert(0, str(REPO_ROOT / 'experiments'))
 
 import common  # noqa: E402
 import shapes_table  # noqa: E402
+import streets_default  # noqa: E402
 import streets_table  # noqa: E402
 
 COLUMNS = (
@@ -72,7 +73,7 @@ def test_shapes_table_rows_and_agreement():
   assert len(runs) == 6 and {r.row for r in runs} == set(shapes_table.ROWS)
   assert all(r.config == 'configs/shapes.py:quick' for r in runs)
   long = shapes_table.runs('long', [0])
-  assert '--config.train.num_steps=6000' in long[0].overrides
+  assert '--config.train.num_steps=4500' in long[0].overrides
 
   def row(swd, off):
     entry = {'mean': swd, 'std': 1.0}
@@ -126,6 +127,53 @@ def test_effects_are_judged_against_the_seed_spread():
   _, data = streets_table.effects_table(rows(44.0, 3.0), fid=False, effects=pooled)
   delta, se, verdict = data[0]['swd_avg']
   assert delta == pytest.approx(-6.0) and se < 2.45 and verdict == 'agrees'  # 6 seeds a side
+
+
+def _with_flags(config, flags):
+  """`config` with `--config.a.b=v` flags applied, each value cast to the field's type."""
+  config = config.copy_and_resolve_references()
+  for flag in flags:
+    path, value = flag.removeprefix('--config.').split('=', 1)
+    *parents, name = path.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[name] = type(node[name])(value)
+  return config
+
+
+def test_streets_default_variants_and_changes():
+  from semgan_jax import config_files
+
+  default = config_files.load(REPO_ROOT / 'configs' / 'streets.py')
+  configs = {
+    name: _with_flags(default, flags) for name, (_, flags) in streets_default.VARIANTS.items()
+  }
+  # The default is the 8 + 8 epoch resize-conv run; the others are the old default's 1,000 steps.
+  assert configs['resize_16ep'].to_dict() == default.to_dict()
+  assert default.model.upsample == 'resize' and default.optim.epochs_constant == 8
+  assert configs['transpose'].model.upsample == 'transpose'
+  for name in ('transpose', 'resize', 'resize_lr4'):
+    optim = configs[name].optim
+    assert (optim.epochs_constant, optim.epochs_decay) == (4, 4)
+    assert configs[name].evals.photos.every_steps == 1000
+  assert configs['resize_lr4'].optim.lr == 4e-4 and configs['resize'].model.upsample == 'resize'
+
+  def entry(mean, std=0.01):
+    return {'mean': mean, 'std': std, 'values': [mean - std, mean, mean + std]}
+
+  row = {v: row for v, (row, _) in streets_default.VARIANTS.items()}
+  rows = {
+    row['transpose']: {'swd_avg': entry(80.0, 5.0), 'l1': entry(0.26)},
+    row['resize']: {'swd_avg': entry(55.0, 5.0), 'l1': entry(0.26)},
+  }
+  markdown, data = streets_default.comparisons_table(rows)
+  assert len(data) == 1  # Only the comparison whose two variants were run.
+  assert data[0]['swd_avg']['verdict'] == 'better' and data[0]['swd_avg']['delta'] == -25.0
+  assert data[0]['l1']['verdict'] == 'within seed variance'
+  assert (
+    '| resize-conv instead of transposed conv (4 + 4 epochs) | -25.0 ± 4.1 | better |' in markdown
+  )
 
 
 def test_streets_ablation_config_columns():

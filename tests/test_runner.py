@@ -283,13 +283,15 @@ def test_unknown_task_is_named():
 
 
 @pytest.mark.parametrize(
-  ('config_file', 'field', 'other'),
-  [('streets', 'upsample', 'resize'), ('streets_erfnet', 'width', 0.5)],
+  ('config_file', 'field', 'old', 'other'),
+  [('streets', 'upsample', 'transpose', 'resize'), ('streets_erfnet', 'width', 1.0, 0.5)],
 )
-def test_a_field_added_later_compares_at_its_old_value(tmp_path, config_file, field, other):
+def test_a_field_added_later_compares_at_its_old_value(tmp_path, config_file, field, old, other):
   """Workdirs written before `model.upsample` / `model.width` existed resume under configs that
-  hold the old behaviour's value, and are refused under another."""
+  hold the old behaviour's value, and are refused under another (configs/streets.py's own
+  default is now 'resize': such a workdir needs `--config.model.upsample=transpose`)."""
   config = _load_config_module(config_file).get_config('tiny')
+  config.model[field] = old
   saved = config.to_dict()
   del saved['model'][field]
   (tmp_path / checkpointing.CONFIG_FILE).write_text(json.dumps(saved))
