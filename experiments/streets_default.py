@@ -25,9 +25,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 CONFIG = 'configs/streets.py'
-# 4 + 4 epochs of the 1,000 pairs: 1,000 steps.
-SHORT = ('--config.optim.epochs_constant=4', '--config.optim.epochs_decay=4')
-SHORT += ('--config.evals.photos.every_steps=1000',)
+# The old default's schedule: 4 + 4 epochs of the 1,000 pairs (1,000 steps), evaluated at the end.
+SHORT = (
+  '--config.optim.epochs_constant=4',
+  '--config.optim.epochs_decay=4',
+  '--config.evals.photos.every_steps=1000',
+)
 VARIANTS = {  # name → (row, overrides of configs/streets.py, whose default is resize_16ep)
   'transpose': (
     'transposed conv (the paper; the old default)',
