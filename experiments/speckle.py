@@ -6,7 +6,9 @@ For each SemanticGAN workdir (its config.json and a checkpoint), translates ever
 pair and prints, next to the L1 to the real photo, the power of the generated photos relative to
 the real ones in frequency bands (radial, in cycles per pixel, of the grey image's 2-D FFT):
 `low` below 1/8, `mid` 1/8 to 1/4, `high` 1/4 to 1/2, and `nyq`, the rows and columns at exactly
-1/2 cycle per pixel, where a stride-2 transposed convolution's checkerboard puts its energy. A
+1/2 cycle per pixel, where a stride-2 transposed convolution's checkerboard puts its energy; and
+`chroma_mid`, `chroma_high`, the same bands of the two colour-opponent channels (R − G and
+R + G − 2B, summed), where colour noise shows: the real photos' fine detail is nearly grey. A
 ratio of 1 is the real photos' power; speckle shows as high and nyq ratios well above 1.
 """
 
@@ -26,14 +28,13 @@ from semgan_jax.tasks import get_task  # noqa: E402
 from semgan_jax.train import runner  # noqa: E402
 from semgan_jax.train.semanticgan_step import translate  # noqa: E402
 
-BANDS = ('low', 'mid', 'high', 'nyq')
+BANDS = ('low', 'mid', 'high', 'nyq', 'chroma_mid', 'chroma_high')
 
 
-def band_power(photos: np.ndarray) -> dict[str, float]:
-  """Mean power per frequency band of (N, H, W, 3) uint8 photos (grey, mean removed)."""
-  grey = photos.astype(np.float64).mean(axis=-1) / 255.0
-  grey -= grey.mean(axis=(1, 2), keepdims=True)
-  power = (np.abs(np.fft.fft2(grey)) ** 2).mean(axis=0)
+def _band_means(planes: np.ndarray) -> dict[str, float]:
+  """Mean power per frequency band of (N, H, W) planes, their means removed."""
+  planes = planes - planes.mean(axis=(1, 2), keepdims=True)
+  power = (np.abs(np.fft.fft2(planes)) ** 2).mean(axis=0)
   h, w = power.shape
   fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing='ij')
   radius = np.hypot(fy, fx)
@@ -44,6 +45,18 @@ def band_power(photos: np.ndarray) -> dict[str, float]:
     'nyq': (np.abs(fy) == 0.5) | (np.abs(fx) == 0.5),
   }
   return {name: float(power[mask].mean()) for name, mask in masks.items()}
+
+
+def band_power(photos: np.ndarray) -> dict[str, float]:
+  """Mean power per band (BANDS) of (N, H, W, 3) uint8 photos: grey, and colour-opponent."""
+  rgb = photos.astype(np.float64) / 255.0
+  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+  powers = _band_means(rgb.mean(axis=-1))
+  red_green = _band_means((r - g) / np.sqrt(2))
+  yellow_blue = _band_means((r + g - 2 * b) / np.sqrt(6))
+  for band in ('mid', 'high'):
+    powers[f'chroma_{band}'] = red_green[band] + yellow_blue[band]
+  return powers
 
 
 def translate_validation(workdir: str, step: int | None) -> tuple[np.ndarray, np.ndarray]:

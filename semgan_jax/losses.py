@@ -37,6 +37,17 @@ def feature_matching_loss(real_features: jax.Array, fake_features: jax.Array) ->
   return jnp.mean(jnp.square(real_mean - fake_mean))
 
 
+def instance_noise_std(step: jax.Array, std: float, decay_steps: int) -> jax.Array:
+  """The std of the Gaussian instance noise on D's inputs at `step` (Sønderby et al. 2016).
+
+  `std` decayed linearly to 0 over `decay_steps`; `decay_steps=0` keeps it constant.
+  """
+  if decay_steps <= 0:
+    return jnp.float32(std)
+  progress = jnp.asarray(step, jnp.float32) / decay_steps
+  return std * jnp.maximum(0.0, 1.0 - progress)
+
+
 # --- SemanticGAN (paper 1, eq. 7) --------------------------------------------------------------
 # The terms follow pix2pixHD (the paper's baseline) as its code computes them: per-scale losses
 # are *summed* over the discriminator scales (GANLoss), the discriminator's real and fake terms are

@@ -11,7 +11,7 @@ import pytest
 from semgan_jax import parallel
 from semgan_jax.errors import UserInputError
 from semgan_jax.tasks import TASKS, semanticgan
-from semgan_jax.train import optim, runner
+from semgan_jax.train import optim, runner, semanticgan_step
 from semgan_jax.train.semanticgan_step import create_semanticgan_state, make_semanticgan_step
 
 TASK = TASKS['semanticgan']
@@ -84,6 +84,37 @@ def _assert_same_update(a, b, start):
   scale = max(float(np.abs(u).max()) for u in jax.tree.leaves(updates[0]))
   for x, y in zip(*map(jax.tree.leaves, updates), strict=True):
     np.testing.assert_allclose(x, y, rtol=0, atol=1e-5 * scale)
+
+
+def test_instance_noise_reaches_only_the_discriminator_inputs(streets_config, init_state):
+  """Off: the step ignores its rng. On: D's inputs get fresh noise per rng (so the loss moves),
+  at the scheduled std, while G's photo and its L1 to the real one are untouched."""
+  batch = _batch(streets_config)
+  plain = _step(streets_config, lambda_vgg=0.0)
+  noisy = _step(streets_config, lambda_vgg=0.0, instance_noise_std=0.3, instance_noise_steps=4)
+  runs = {
+    (name, seed): step(init_state, batch, jax.random.key(seed))[1]
+    for name, step in (('plain', plain), ('noisy', noisy))
+    for seed in (1, 2)
+  }
+  assert runs['plain', 1]['train/d_loss'] == runs['plain', 2]['train/d_loss']
+  assert 'train/instance_noise_std' not in runs['plain', 1]
+  assert float(runs['noisy', 1]['train/instance_noise_std']) == pytest.approx(0.3)
+  d_losses = {float(runs[key]['train/d_loss']) for key in runs}
+  assert len(d_losses) == 3  # Plain (both rngs), and each noisy draw.
+  l1 = {float(metrics['train/g_l1_to_real']) for metrics in runs.values()}
+  assert len(l1) == 1
+  halfway = init_state.replace(step=jnp.asarray(2, init_state.step.dtype))
+  _, metrics = noisy(halfway, batch, jax.random.key(1))
+  assert float(metrics['train/instance_noise_std']) == pytest.approx(0.15)
+
+
+def test_instance_noise_without_an_rng_is_a_clear_error(streets_config, init_state):
+  gradients = semanticgan_step.make_semanticgan_gradients(
+    num_classes=streets_config.data.num_classes, lambda_vgg=0.0, instance_noise_std=0.1
+  )
+  with pytest.raises(ValueError, match='needs the step rng'):
+    gradients(init_state, _batch(streets_config))
 
 
 def test_generator_terms_never_move_the_discriminator(streets_config):
@@ -167,7 +198,6 @@ def _plain_step(state, batch, *, num_classes, lambda_feat, lambda_vgg, extra):
 def test_one_pass_step_equals_the_plain_formulation(streets_config):
   """Each network output computed once gives the losses and gradients of separate passes."""
   from semgan_jax.models.vgg import VGG19Features
-  from semgan_jax.train import semanticgan_step
 
   config = streets_config
   vgg = VGG19Features().init(jax.random.key(3), jnp.zeros((1, 32, 64, 3)))['params']
@@ -195,7 +225,6 @@ def test_one_pass_step_equals_the_plain_formulation(streets_config):
 def test_bfloat16_and_remat_stay_close_to_float32(streets_config):
   """model.dtype=bfloat16 keeps float32 parameters and losses near float32's; remat is exact."""
   from semgan_jax.models.vgg import VGG19Features
-  from semgan_jax.train import semanticgan_step
 
   vgg = VGG19Features().init(jax.random.key(3), jnp.zeros((1, 32, 64, 3)))['params']
   batch = _batch(streets_config)

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from semgan_jax import data, parallel
+from semgan_jax import data, losses, parallel
 from semgan_jax.train import checkpointing, runner
 from semgan_jax.train.semgan_step import generate, make_train_step, sample_latents
 from semgan_jax.train.state import create_train_state
@@ -351,6 +351,8 @@ def test_instance_noise_decays_and_changes_the_d_update(init_state, labels):
     _, metrics = noisy(state, batch, _rng(0))
     stds.append(float(metrics['train/instance_noise_std']))
   np.testing.assert_allclose(stds, [0.5, 0.25, 0.0, 0.0], atol=1e-7)
+  constant = [float(losses.instance_noise_std(jax.numpy.int32(s), 0.5, 0)) for s in (0, 9)]
+  assert constant == [0.5, 0.5]  # instance_noise_steps=0: never decays.
 
   _, with_noise = noisy(_put(init_state, mesh), batch, _rng(0))
   _, without = _jit_step()(_put(init_state, mesh), batch, _rng(0))

@@ -134,7 +134,7 @@ class SemanticGANTask(Task):
       loss.adversarial in ('lsgan', 'bce', 'hinge'),
       f"config.loss.adversarial={loss.adversarial!r}; expected 'lsgan', 'bce' or 'hinge'.",
     )
-    for name in ('lambda_feat', 'lambda_vgg', 'lambda_sipl'):
+    for name in ('lambda_feat', 'lambda_vgg', 'lambda_sipl', 'instance_noise_std'):
       expect(loss[name] >= 0, f'config.loss.{name}={loss[name]}; expected >= 0.')
     expect(
       0.0 <= m.g_ema_decay < 1.0, f'config.model.g_ema_decay={m.g_ema_decay}; expected [0, 1).'
@@ -164,6 +164,8 @@ class SemanticGANTask(Task):
       lambda_vgg=loss.lambda_vgg,
       extra_g_losses=extra_g_losses(config),
       vgg=build_vgg(config),
+      instance_noise_std=loss.instance_noise_std,
+      instance_noise_steps=loss.instance_noise_steps,
     )
 
   def evaluator_kwargs(self, config, spec):

@@ -131,8 +131,10 @@ def make_semanticgan_gradients(
   lambda_vgg: float = 10.0,
   extra_g_losses: dict[str, tuple[float, Callable]] | None = None,
   vgg: nn.Module | None = None,
-) -> Callable[[GANState, dict], tuple[jax.Array, jax.Array, dict]]:
-  """Builds `gradients(state, batch) -> (g_grads, d_grads, metrics)`: both losses' gradients.
+  instance_noise_std: float = 0.0,
+  instance_noise_steps: int = 0,
+) -> Callable[..., tuple[jax.Array, jax.Array, dict]]:
+  """Builds `gradients(state, batch, rng=None) -> (g_grads, d_grads, metrics)`: both gradients.
 
   Every network output is computed once: G(s); D on the real pair, whose logits serve D's loss
   and whose features are feature matching's fixed targets; D on the generated pair, whose one
@@ -151,6 +153,13 @@ def make_semanticgan_gradients(
     extra_g_losses: more generator terms, name → (weight, fn(frozen_params, fake, batch) ->
       scalar), e.g. SIPL with a frozen segmenter. Each is logged as `train/g_<name>`.
     vgg: the VGG19Features module to run (its dtype and convolution lowering); default float32.
+    instance_noise_std: std of Gaussian noise added to the photo of every discriminator input,
+      real and generated, each its own draw from `rng` (0: off, as in pix2pixHD). It hides what
+      a deterministic G cannot make, the real photos' sensor noise and grain, which D otherwise
+      rewards G for imitating with structured colour noise (RESULTS.md, the streets default).
+      G's gradient through D is that at the noisy input; feature matching's targets are D's
+      features of the noisy real photo.
+    instance_noise_steps: steps over which the std decays linearly to 0 (0: constant).
 
   Returns:
     The function. `batch` holds `image` uint8 (B, H, W, 3), `label` and `instance` int32
@@ -163,17 +172,30 @@ def make_semanticgan_gradients(
   extra_g_losses = dict(extra_g_losses or {})
   vgg = VGG19Features() if vgg is None else vgg
 
-  def gradients(state: GANState, batch: dict) -> tuple[jax.Array, jax.Array, dict]:
+  def gradients(
+    state: GANState, batch: dict, rng: jax.Array | None = None
+  ) -> tuple[jax.Array, jax.Array, dict]:
     x = label_to_generator_input(batch['label'], batch['instance'], num_classes)
     real = images.uint8_to_signed(batch['image'])
     frozen = state.frozen_params
+    real_noise = fake_noise = None
+    if instance_noise_std > 0:
+      if rng is None:
+        raise ValueError('instance_noise_std > 0 needs the step rng: gradients(state, batch, rng).')
+      std = losses.instance_noise_std(state.step, instance_noise_std, instance_noise_steps)
+      real_key, fake_key = jax.random.split(rng)
+      real_noise = std * jax.random.normal(real_key, real.shape, real.dtype)
+      fake_noise = std * jax.random.normal(fake_key, real.shape, real.dtype)
 
-    def discriminate(d_params, photos):
+    def discriminate(d_params, photos, noise=None):
+      photos = photos if noise is None else photos + noise
       return state.discriminator.apply({'params': d_params}, x, photos)
 
     fake, g_vjp = jax.vjp(lambda p: state.generator.apply({'params': p}, x), state.g_params)
-    real_out, d_vjp_real = jax.vjp(lambda p: discriminate(p, real), state.d_params)
-    fake_out, d_vjp_fake = jax.vjp(discriminate, state.d_params, fake)
+    real_out, d_vjp_real = jax.vjp(lambda p: discriminate(p, real, real_noise), state.d_params)
+    fake_out, d_vjp_fake = jax.vjp(
+      lambda p, f: discriminate(p, f, fake_noise), state.d_params, fake
+    )
     real_features = [scale[:-1] for scale in real_out]
     if lambda_vgg > 0:
       vgg_fn = functools.partial(vgg.apply, {'params': frozen['vgg']})
@@ -224,6 +246,8 @@ def make_semanticgan_gradients(
       'train/g_l1_to_real': jnp.mean(jnp.abs(fake - real)),
     }
     metrics.update({f'train/g_{name}': value for name, value in g_terms.items()})
+    if instance_noise_std > 0:
+      metrics['train/instance_noise_std'] = std
     return g_grads, d_grads, metrics
 
   return gradients
@@ -233,14 +257,14 @@ def make_semanticgan_step(**kwargs) -> Callable[[GANState, dict, jax.Array], tup
   """Builds `train_step(state, batch, rng) -> (state, metrics)` for SemanticGAN.
 
   The step takes `make_semanticgan_gradients(**kwargs)` (same arguments) and then both Adam
-  steps, against the same discriminator parameters, as pix2pixHD does. `rng` is unused:
-  pix2pixHD's step is deterministic (no dropout, no noise input).
+  steps, against the same discriminator parameters, as pix2pixHD does. `rng` draws the
+  instance noise when it is on; else the step is deterministic, as pix2pixHD's (no dropout, no
+  noise input).
   """
   gradients = make_semanticgan_gradients(**kwargs)
 
   def train_step(state: GANState, batch: dict, rng: jax.Array) -> tuple[GANState, dict]:
-    del rng
-    g_grads, d_grads, metrics = gradients(state, batch)
+    g_grads, d_grads, metrics = gradients(state, batch, rng)
     g_params, g_opt_state, g_ema_params = state.apply_g_gradients(g_grads)
     d_params, d_opt_state = state.apply_d_gradients(d_grads)
     new_state = state.replace(

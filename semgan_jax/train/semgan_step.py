@@ -67,9 +67,9 @@ def make_train_step(
     generator_loss: 'feature_matching' (the paper) or 'non_saturating'.
     fm_layer: which discriminator block's features feature matching compares (-1: the last).
     instance_noise_std: std of Gaussian noise added to every discriminator input (real and
-      fake), decayed linearly to 0 over `instance_noise_steps`. It hides the one cue D needs
-      no learning for: one-hot real maps against soft generated ones. 0 disables it (paper).
-    instance_noise_steps: how many steps the noise takes to decay to 0.
+      fake), decayed linearly to 0 over `instance_noise_steps`. It hides the one cue D needs no
+      learning for: one-hot real maps against soft generated ones. 0 disables it (paper).
+    instance_noise_steps: how many steps the noise takes to decay to 0 (0: it never does).
 
   Returns:
     The step function. `batch['label']` holds (B, H, W) int class ids; `rng` is a typed key.
@@ -85,11 +85,7 @@ def make_train_step(
     real = real_discriminator_input(batch['label'], head, palette)
     batch_size = real.shape[0]
     d_key, g_key, d_noise_key, g_noise_key = jax.random.split(rng, 4)
-    if instance_noise_std > 0:
-      progress = state.step.astype(jnp.float32) / max(instance_noise_steps, 1)
-      noise_std = instance_noise_std * jnp.maximum(0.0, 1.0 - progress)
-    else:
-      noise_std = 0.0
+    noise_std = losses.instance_noise_std(state.step, instance_noise_std, instance_noise_steps)
 
     def add_noise(key, real, fake):
       k_real, k_fake = jax.random.split(key)
