@@ -109,6 +109,18 @@ def test_instance_noise_reaches_only_the_discriminator_inputs(streets_config, in
   assert float(metrics['train/instance_noise_std']) == pytest.approx(0.15)
 
 
+def test_a_config_from_before_instance_noise_still_runs(streets_config, init_state):
+  """A run's config.json written before the fields existed (resume, eval, dream) opens as off."""
+  config = streets_config.copy_and_resolve_references()
+  with config.unlocked():
+    del config.loss['instance_noise_std'], config.loss['instance_noise_steps']
+  spec = TASK.check_config(config)
+  _, metrics = jax.jit(TASK.make_train_step(config, spec))(
+    init_state, _batch(config), jax.random.key(0)
+  )
+  assert 'train/instance_noise_std' not in metrics
+
+
 def test_instance_noise_without_an_rng_is_a_clear_error(streets_config, init_state):
   gradients = semanticgan_step.make_semanticgan_gradients(
     num_classes=streets_config.data.num_classes, lambda_vgg=0.0, instance_noise_std=0.1

@@ -82,6 +82,15 @@ def triplet_grid(labels, generated, real, palette) -> np.ndarray:
   return images.make_grid(tiles.reshape(-1, *tiles.shape[2:]), columns=3)
 
 
+def _instance_noise(config) -> dict:
+  """The instance noise fields; off in runs whose config.json predates them."""
+  loss = config.loss
+  return {
+    'instance_noise_std': loss.get('instance_noise_std', 0.0),
+    'instance_noise_steps': loss.get('instance_noise_steps', 0),
+  }
+
+
 class SemanticGANTask(Task):
   """SemanticGAN: a pix2pixHD-style generator (ResNet, Res2Net or CRB blocks) against
   multi-scale PatchGAN discriminators, with feature matching, VGG and SIPL terms."""
@@ -134,8 +143,13 @@ class SemanticGANTask(Task):
       loss.adversarial in ('lsgan', 'bce', 'hinge'),
       f"config.loss.adversarial={loss.adversarial!r}; expected 'lsgan', 'bce' or 'hinge'.",
     )
-    for name in ('lambda_feat', 'lambda_vgg', 'lambda_sipl', 'instance_noise_std'):
+    for name in ('lambda_feat', 'lambda_vgg', 'lambda_sipl'):
       expect(loss[name] >= 0, f'config.loss.{name}={loss[name]}; expected >= 0.')
+    noise = _instance_noise(config)
+    expect(
+      noise['instance_noise_std'] >= 0,
+      f'config.loss.instance_noise_std={noise["instance_noise_std"]}; expected >= 0.',
+    )
     expect(
       0.0 <= m.g_ema_decay < 1.0, f'config.model.g_ema_decay={m.g_ema_decay}; expected [0, 1).'
     )
@@ -164,8 +178,7 @@ class SemanticGANTask(Task):
       lambda_vgg=loss.lambda_vgg,
       extra_g_losses=extra_g_losses(config),
       vgg=build_vgg(config),
-      instance_noise_std=loss.instance_noise_std,
-      instance_noise_steps=loss.instance_noise_steps,
+      **_instance_noise(config),
     )
 
   def evaluator_kwargs(self, config, spec):
