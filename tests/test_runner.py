@@ -223,6 +223,7 @@ TASK_BAD = {
     ({'evals.photos.type': 'label_maps'}, "config.task='semanticgan' is evaluated with"),
     ({'optim.schedule': 'constant', 'train.num_steps': 0}, 'config.train.num_steps=0'),
     ({'loss.instance_noise_std': -0.1}, 'config.loss.instance_noise_std=-0.1'),
+    ({'loss.lambda_l1': -1.0}, 'config.loss.lambda_l1=-1.0'),
   ],
   'segmenter': [
     ({'model.num_classes': 19}, 'config.model.num_classes=19; expected 20'),

@@ -109,16 +109,30 @@ def test_instance_noise_reaches_only_the_discriminator_inputs(streets_config, in
   assert float(metrics['train/instance_noise_std']) == pytest.approx(0.15)
 
 
-def test_a_config_from_before_instance_noise_still_runs(streets_config, init_state):
+def test_a_config_from_before_l1_and_instance_noise_still_runs(streets_config, init_state):
   """A run's config.json written before the fields existed (resume, eval, dream) opens as off."""
   config = streets_config.copy_and_resolve_references()
   with config.unlocked():
     del config.loss['instance_noise_std'], config.loss['instance_noise_steps']
+    del config.loss['lambda_l1']
   spec = TASK.check_config(config)
   _, metrics = jax.jit(TASK.make_train_step(config, spec))(
     init_state, _batch(config), jax.random.key(0)
   )
   assert 'train/instance_noise_std' not in metrics
+
+
+def test_l1_term_is_the_mean_absolute_error_to_the_photo(streets_config, init_state):
+  config = streets_config.copy_and_resolve_references()
+  config.loss.lambda_l1 = 10.0
+  spec = TASK.check_config(config)
+  _, metrics = jax.jit(TASK.make_train_step(config, spec))(
+    init_state, _batch(config), jax.random.key(0)
+  )
+  m = {key: float(value) for key, value in metrics.items()}
+  assert m['train/g_l1'] == pytest.approx(m['train/g_l1_to_real'], rel=1e-6)
+  total = m['train/g_adv'] + config.loss.lambda_feat * m['train/g_feat'] + 10.0 * m['train/g_l1']
+  assert m['train/g_loss'] == pytest.approx(total, rel=1e-5)
 
 
 def test_instance_noise_without_an_rng_is_a_clear_error(streets_config, init_state):

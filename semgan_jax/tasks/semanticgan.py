@@ -6,6 +6,7 @@ configs/streets.py, configs/cityscapes.py. The pure step is `semgan_jax.train.se
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from semgan_jax import data as data_lib
@@ -54,11 +55,21 @@ def load_frozen_params(config) -> dict:
   return frozen
 
 
+def l1_to_real(frozen_params, fake, batch) -> jax.Array:
+  """pix2pix's reconstruction term: the mean |G(s) - x| to the paired photo, in [-1, 1] units."""
+  del frozen_params
+  return jnp.mean(jnp.abs(fake - images.uint8_to_signed(batch['image'])))
+
+
 def extra_g_losses(config) -> dict:
-  """G's loss terms beyond pix2pixHD's: SIPL, weighted λ2 = `loss.lambda_sipl`, when on."""
-  if config.loss.lambda_sipl <= 0:
-    return {}
-  return {'sipl': (config.loss.lambda_sipl, make_sipl_loss())}
+  """G's loss terms beyond pix2pixHD's, when on: SIPL, weighted λ2 = `loss.lambda_sipl`, and
+  pix2pix's L1 to the paired photo, weighted `loss.lambda_l1` (absent from older configs)."""
+  terms = {}
+  if config.loss.lambda_sipl > 0:
+    terms['sipl'] = (config.loss.lambda_sipl, make_sipl_loss())
+  if config.loss.get('lambda_l1', 0.0) > 0:
+    terms['l1'] = (config.loss.lambda_l1, l1_to_real)
+  return terms
 
 
 def first_pairs(source, count: int) -> dict[str, np.ndarray]:
@@ -145,11 +156,9 @@ class SemanticGANTask(Task):
     )
     for name in ('lambda_feat', 'lambda_vgg', 'lambda_sipl'):
       expect(loss[name] >= 0, f'config.loss.{name}={loss[name]}; expected >= 0.')
-    noise = _instance_noise(config)
-    expect(
-      noise['instance_noise_std'] >= 0,
-      f'config.loss.instance_noise_std={noise["instance_noise_std"]}; expected >= 0.',
-    )
+    added = {'lambda_l1': loss.get('lambda_l1', 0.0), **_instance_noise(config)}
+    for name in ('lambda_l1', 'instance_noise_std'):
+      expect(added[name] >= 0, f'config.loss.{name}={added[name]}; expected >= 0.')
     expect(
       0.0 <= m.g_ema_decay < 1.0, f'config.model.g_ema_decay={m.g_ema_decay}; expected [0, 1).'
     )
@@ -190,7 +199,7 @@ class SemanticGANTask(Task):
   def describe(self, summary):
     optional = ''.join(
       f' {name} {summary[f"train/g_{name}"]:.3f}'
-      for name in ('vgg', 'sipl')
+      for name in ('vgg', 'sipl', 'l1')
       if f'train/g_{name}' in summary
     )
     return (
