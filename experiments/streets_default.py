@@ -39,6 +39,31 @@ VARIANTS = {  # name → (row, overrides of configs/streets.py, whose default is
   'resize': ('resize-conv', SHORT),
   'resize_16ep': ('resize-conv, 8 + 8 epochs (the default)', ()),
   'resize_lr4': ('resize-conv, lr 4e-4', ('--config.optim.lr=4e-4', *SHORT)),
+  'lr4_16ep': ('resize-conv, 8 + 8 epochs, lr 4e-4', ('--config.optim.lr=4e-4',)),
+  'batch4_16ep': (
+    'resize-conv, 8 + 8 epochs, batch 4 (4,000 steps)',
+    ('--config.data.batch_size=4', '--config.evals.photos.every_steps=4000'),
+  ),
+  'ema995': (
+    "resize-conv, 8 + 8 epochs, EMA of G's weights (0.995)",
+    ('--config.model.g_ema_decay=0.995',),
+  ),
+  'ema99': (
+    "resize-conv, 8 + 8 epochs, EMA of G's weights (0.99)",
+    ('--config.model.g_ema_decay=0.99',),
+  ),
+  'l1_10': ('resize-conv, 8 + 8 epochs, L1 term (λ 10)', ('--config.loss.lambda_l1=10',)),
+  'l1_30': ('resize-conv, 8 + 8 epochs, L1 term (λ 30)', ('--config.loss.lambda_l1=30',)),
+  'l1_100': ('resize-conv, 8 + 8 epochs, L1 term (λ 100)', ('--config.loss.lambda_l1=100',)),
+  'dwide': ('resize-conv, 8 + 8 epochs, D width 32', ('--config.model.d_base_features=32',)),
+  'noise1': (
+    'resize-conv, 8 + 8 epochs, instance noise 0.1',
+    ('--config.loss.instance_noise_std=0.1',),
+  ),
+  'noise2': (
+    'resize-conv, 8 + 8 epochs, instance noise 0.2',
+    ('--config.loss.instance_noise_std=0.2',),
+  ),
 }
 # (name, variant with, variant without): the changes measured against the seeds' spread.
 COMPARISONS = (
@@ -56,18 +81,22 @@ COLUMNS = (
   common.Column(P, 'l1', 'L1', 4),
   common.Column(P, 'speckle/high', 'high-band power', 2),
   common.Column(P, 'speckle/nyq', 'Nyquist power', 2),
+  common.Column(P, 'speckle/chroma_high', 'colour high-band power', 2),
   common.Column(P, 'minutes', 'minutes', 1),
 )
 
 
 def speckle(workdir: pathlib.Path) -> dict[str, float]:
   """Band powers of the run's photos relative to the real ones (cached in speckle.json)."""
-  cache = workdir / 'speckle.json'
-  if cache.exists():
-    return json.loads(cache.read_text())
   import speckle as speckle_lib
 
-  generated, real = speckle_lib.translate_validation(str(workdir), None)
+  cache = workdir / 'speckle.json'
+  keys = [f'speckle/{band}' for band in speckle_lib.BANDS]
+  if cache.exists():
+    cached = json.loads(cache.read_text())
+    if all(key in cached for key in keys):  # Else written before a band was added.
+      return cached
+  generated, real, _, _ = speckle_lib.translate_validation(str(workdir), None)
   gen, ref = speckle_lib.band_power(generated), speckle_lib.band_power(real)
   ratios = {f'speckle/{band}': gen[band] / ref[band] for band in speckle_lib.BANDS}
   cache.write_text(json.dumps(ratios, indent=2, sort_keys=True))

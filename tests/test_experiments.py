@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 from conftest import FAST_COMPILE_FLAGS, REPO_ROOT
 
@@ -11,6 +12,7 @@ sys.path.insert(0, str(REPO_ROOT / 'experiments'))
 
 import common  # noqa: E402
 import shapes_table  # noqa: E402
+import speckle  # noqa: E402
 import streets_default  # noqa: E402
 import streets_table  # noqa: E402
 
@@ -210,3 +212,23 @@ def test_crb_table_reuses_table_b_runs(tmp_path):
   # Only the grouped reading is trained again; every other run is one of table (b)'s.
   assert len(table_c) == 18 and {r.config.split(':')[1] for r in new} == {'e_grouped', 'f_grouped'}
   assert len(new) == 6
+
+
+def test_speckle_bands_and_classes_tell_colour_noise_from_grey():
+  """Colour-opponent bands see colour noise that grey grain leaves alone, and the per-class
+  breakdown puts it in the class that has it."""
+  rng = np.random.default_rng(0)
+  grain = 120.0 + rng.normal(0, 8, (4, 32, 32, 1)) + rng.normal(0, 1, (4, 32, 32, 3))
+  real = np.clip(grain, 0, 255).astype(np.uint8)
+  labels = np.zeros((4, 32, 32), np.int64)
+  labels[:, :, 16:] = 1
+  colour = grain.copy()
+  colour[:, :, 16:] += rng.normal(0, 8, (4, 32, 16, 3))  # Colour noise on class 1 only.
+  colour = np.clip(colour, 0, 255).astype(np.uint8)
+  noisy, clean = speckle.band_power(colour), speckle.band_power(real)
+  assert noisy['chroma_high'] > 10 * clean['chroma_high']
+  assert noisy['high'] < 2 * clean['high']
+  rows = speckle.class_chroma(colour, real, labels, ('a', 'b'))
+  ratios = {name: (ratio, share) for name, _, ratio, share in rows}
+  assert ratios['b'][0] > 10 and ratios['b'][1] > 0.9
+  assert ratios['a'][0] < 2
