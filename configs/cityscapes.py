@@ -82,6 +82,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.loss.erfnet_weights = ''  # '' = ~/.cache/semgan_jax/weights/erfnet_cityscapes.npz
   # Gaussian noise on the photo of every D input (std in [-1, 1] units), decayed linearly to 0
   # over instance_noise_steps (0: constant); 0 std: off, as in pix2pixHD.
+  config.loss.lambda_l1 = 0.0  # pix2pix's L1 to the paired photo (not in the paper).
   config.loss.instance_noise_std = 0.0
   config.loss.instance_noise_steps = 0
 

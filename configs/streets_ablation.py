@@ -51,6 +51,7 @@ def get_config(variant: str = 'f') -> ml_collections.ConfigDict:
   config.sipl_segmenter = ml_collections.FieldReference('', field_type=str)
   config.judge_segmenter = ml_collections.FieldReference('', field_type=str)
   config.loss.lambda_sipl = paper.loss.lambda_sipl  # λ2: 1 in c, d, f; 0 otherwise
+  config.loss.lambda_l1 = 0.0  # The paper's losses (configs/streets.py adds pix2pix's L1).
   config.loss.erfnet_weights = config.get_ref('sipl_segmenter')
 
   config.train.ckpt_every_steps = 1_000

@@ -1,18 +1,22 @@
 """The embedded streets default (issue 13, item 3): where its photos' noise comes from, over seeds.
 
-  python experiments/streets_default.py                     # 3 variants × 3 seeds, ~1.5 h
-  python experiments/streets_default.py --variants=resize_lr4 --seeds=0   # one screening run
+  python experiments/streets_default.py                     # up-sampling and schedule, ~1.5 h
+  python experiments/streets_default.py --variants=resize_16ep,l1 \
+      --out=experiments/results/streets_l1                  # the L1 term, ~1.5 h
+  python experiments/streets_default.py --variants=ema995 --seeds=0 --out=/tmp/s  # one screen
 
 Each run is `python -m semgan_jax.main --config=configs/streets.py` (the README's command, 64×128,
-2,000 steps with resize-conv up-sampling, ~15 minutes on 2 cores) with a variant's overrides and
-`--config.seed=S`: the paper's transposed convolutions and resize-conv at the old default's
-1,000 steps (~7.5 minutes each), and the default. Each is evaluated at its last step on the 100
-validation pairs (SWD per level, L1). Then `speckle.py`'s spectrum of each run's photos against
-the real ones: the power in the high band (1/4 to 1/2 cycle per pixel) and on the Nyquist lines,
-where a stride-2 transposed convolution's checkerboard lands (1 = the real photos'). Writes
-`--out` (default experiments/results/streets_default/): `table.md`, `table.json` (with each
-change's Δ and Welch verdict) and `samples.png` (the first seed's final label | generated | real
-grids)."""
+2,000 steps with resize-conv up-sampling and pix2pix's L1 term, ~15 minutes on 2 cores) with a
+variant's overrides and `--config.seed=S`: the paper's transposed convolutions and resize-conv
+at the old default's 1,000 steps (~7.5 minutes each) and without the L1 term, resize-conv at
+2,000 steps without it, the default, and one-seed screens of other remedies. Each is evaluated
+at its last step on the 100 validation pairs (SWD per level, L1). Then `speckle.py`'s spectrum
+of each run's photos against the real ones: the power in the high band (1/4 to 1/2 cycle per
+pixel), on the Nyquist lines, where a stride-2 transposed convolution's checkerboard lands, and
+in the colour-opponent channels' high band, where colour noise shows (1 = the real photos').
+Writes `--out` (default experiments/results/streets_default/): `table.md`, `table.json` (with
+each change's Δ and Welch verdict) and `samples.png` (the first seed's final label | generated
+| real grids)."""
 
 import argparse
 import json
@@ -145,7 +149,7 @@ def main(argv=None) -> None:
   info = common.provenance()
   markdown = '\n'.join(
     [
-      '### The streets default: up-sampling and schedule',
+      f'### The streets default: {", ".join(args.variants.split(","))}',
       '',
       common.markdown_table(rows, COLUMNS, {}, ''),
       '',

@@ -151,9 +151,17 @@ def test_streets_default_variants_and_changes():
   configs = {
     name: _with_flags(default, flags) for name, (_, flags) in streets_default.VARIANTS.items()
   }
-  # The default is the 8 + 8 epoch resize-conv run; the others are the old default's 1,000 steps.
-  assert configs['resize_16ep'].to_dict() == default.to_dict()
+  # The default is the 8 + 8 epoch resize-conv run with the L1 term; every variant but the L1
+  # screen is without it; three are the old default's 1,000 steps.
+  assert configs['l1'].to_dict() == default.to_dict()
   assert default.model.upsample == 'resize' and default.optim.epochs_constant == 8
+  assert default.loss.lambda_l1 == 100
+  without = {name: c.loss.lambda_l1 for name, c in configs.items() if not name.startswith('l1')}
+  assert set(without.values()) == {0}
+  assert (
+    configs['resize_16ep'].to_dict()
+    == _with_flags(default, ['--config.loss.lambda_l1=0']).to_dict()
+  )
   assert configs['transpose'].model.upsample == 'transpose'
   for name in ('transpose', 'resize', 'resize_lr4'):
     optim = configs[name].optim
@@ -188,6 +196,7 @@ def test_streets_ablation_config_columns():
     paper = config_files.load(REPO_ROOT / 'configs' / 'cityscapes.py', column)
     block = 'crb_grouped' if variant.endswith('grouped') else paper.model.block
     assert (config.model.block, config.loss.lambda_sipl) == (block, paper.loss.lambda_sipl)
+    assert config.loss.lambda_l1 == paper.loss.lambda_l1 == 0  # The paper's losses.
     assert (config.data.config_name, config.data.height, config.data.width) == (
       '32x64_1000',
       32,
