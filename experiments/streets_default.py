@@ -43,7 +43,7 @@ VARIANTS = {  # name → (row, overrides of configs/streets.py, whose default is
   ),
   'resize': ('resize-conv', (*NO_L1, *SHORT)),
   'resize_16ep': ('resize-conv, 8 + 8 epochs', NO_L1),
-  'l1': ('resize-conv, 8 + 8 epochs, L1 term λ 100 (the default)', ()),
+  'l1': ('resize-conv, 8 + 8 epochs, L1 term, weight 100 (the default)', ()),
   # One-seed screens of the noise (RESULTS.md lists their commands and figures).
   'resize_lr4': ('resize-conv, lr 4e-4', ('--config.optim.lr=4e-4', *NO_L1, *SHORT)),
   'lr4_16ep': ('resize-conv, 8 + 8 epochs, lr 4e-4', ('--config.optim.lr=4e-4', *NO_L1)),
@@ -59,15 +59,15 @@ VARIANTS = {  # name → (row, overrides of configs/streets.py, whose default is
     'resize-conv, 8 + 8 epochs, instance noise 0.2',
     ('--config.loss.instance_noise_std=0.2', *NO_L1),
   ),
-  'l1_10': ('resize-conv, 8 + 8 epochs, L1 term λ 10', ('--config.loss.lambda_l1=10',)),
+  'l1_10': ('resize-conv, 8 + 8 epochs, L1 term, weight 10', ('--config.loss.lambda_l1=10',)),
 }
 # (name, variant with, variant without): the changes measured against the seeds' spread.
 COMPARISONS = (
   ('resize-conv instead of transposed conv (4 + 4 epochs)', 'resize', 'transpose'),
   ('8 + 8 epochs instead of 4 + 4 (resize-conv)', 'resize_16ep', 'resize'),
-  ('the new default against the old', 'resize_16ep', 'transpose'),
+  ('resize-conv, 8 + 8 epochs, against the old default', 'resize_16ep', 'transpose'),
   ('lr 4e-4 instead of 2e-4 (resize-conv, 4 + 4 epochs)', 'resize_lr4', 'resize'),
-  ('L1 term λ 100 (resize-conv, 8 + 8 epochs)', 'l1', 'resize_16ep'),
+  ('L1 term, weight 100 (resize-conv, 8 + 8 epochs)', 'l1', 'resize_16ep'),
 )
 P = 'photos'
 COLUMNS = (
