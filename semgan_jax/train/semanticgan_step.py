@@ -154,11 +154,11 @@ def make_semanticgan_gradients(
       scalar), e.g. SIPL with a frozen segmenter. Each is logged as `train/g_<name>`.
     vgg: the VGG19Features module to run (its dtype and convolution lowering); default float32.
     instance_noise_std: std of Gaussian noise added to the photo of every discriminator input,
-      real and generated, each its own draw from `rng` (0: off, as in pix2pixHD). It hides what
-      a deterministic G cannot make, the real photos' sensor noise and grain, which D otherwise
-      rewards G for imitating with structured colour noise (RESULTS.md, the streets default).
-      G's gradient through D is that at the noisy input; feature matching's targets are D's
-      features of the noisy real photo.
+      real and generated, each its own draw from `rng` (0: off, as in pix2pixHD). It blurs the
+      two distributions into each other for D (Sønderby et al.); being independent per channel,
+      it also hides colour noise from D, and on the streets it added to G's (RESULTS.md, "The
+      embedded streets default"). G's gradient through D is taken at the noisy input; feature
+      matching's targets are D's features of the noisy real photo.
     instance_noise_steps: steps over which the std decays linearly to 0 (0: constant).
 
   Returns:
