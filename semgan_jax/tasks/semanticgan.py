@@ -6,7 +6,6 @@ configs/streets.py, configs/cityscapes.py. The pure step is `semgan_jax.train.se
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from semgan_jax import data as data_lib
@@ -55,21 +54,11 @@ def load_frozen_params(config) -> dict:
   return frozen
 
 
-def l1_to_real(frozen_params, fake, batch) -> jax.Array:
-  """pix2pix's reconstruction term: the mean |G(s) - x| to the paired photo, in [-1, 1] units."""
-  del frozen_params
-  return jnp.mean(jnp.abs(fake - images.uint8_to_signed(batch['image'])))
-
-
 def extra_g_losses(config) -> dict:
-  """G's loss terms beyond pix2pixHD's, when on: SIPL, weighted λ2 = `loss.lambda_sipl`, and
-  pix2pix's L1 to the paired photo, weighted `loss.lambda_l1` (absent from older configs)."""
-  terms = {}
-  if config.loss.lambda_sipl > 0:
-    terms['sipl'] = (config.loss.lambda_sipl, make_sipl_loss())
-  if config.loss.get('lambda_l1', 0.0) > 0:
-    terms['l1'] = (config.loss.lambda_l1, l1_to_real)
-  return terms
+  """G's loss terms beyond pix2pixHD's: SIPL, weighted λ2 = `loss.lambda_sipl`, when on."""
+  if config.loss.lambda_sipl <= 0:
+    return {}
+  return {'sipl': (config.loss.lambda_sipl, make_sipl_loss())}
 
 
 def first_pairs(source, count: int) -> dict[str, np.ndarray]:
@@ -185,6 +174,7 @@ class SemanticGANTask(Task):
       adversarial=loss.adversarial,
       lambda_feat=loss.lambda_feat,
       lambda_vgg=loss.lambda_vgg,
+      lambda_l1=loss.get('lambda_l1', 0.0),  # Absent from runs made before it existed.
       extra_g_losses=extra_g_losses(config),
       vgg=build_vgg(config),
       **_instance_noise(config),
@@ -199,7 +189,7 @@ class SemanticGANTask(Task):
   def describe(self, summary):
     optional = ''.join(
       f' {name} {summary[f"train/g_{name}"]:.3f}'
-      for name in ('vgg', 'sipl', 'l1')
+      for name in ('vgg', 'sipl')
       if f'train/g_{name}' in summary
     )
     return (

@@ -129,6 +129,7 @@ def make_semanticgan_gradients(
   adversarial: str = 'lsgan',
   lambda_feat: float = 10.0,
   lambda_vgg: float = 10.0,
+  lambda_l1: float = 0.0,
   extra_g_losses: dict[str, tuple[float, Callable]] | None = None,
   vgg: nn.Module | None = None,
   instance_noise_std: float = 0.0,
@@ -150,6 +151,8 @@ def make_semanticgan_gradients(
     lambda_feat: weight of the discriminator feature-matching loss (10).
     lambda_vgg: weight of the VGG19 perceptual loss (10); needs `state.frozen_params['vgg']`.
       0 switches the term off (and then no VGG weights are needed).
+    lambda_l1: weight of pix2pix's L1 to the paired photo, mean |G(s) - x| in [-1, 1] units
+      (0: off, as in pix2pixHD and the paper); logged as `train/g_l1`.
     extra_g_losses: more generator terms, name → (weight, fn(frozen_params, fake, batch) ->
       scalar), e.g. SIPL with a frozen segmenter. Each is logged as `train/g_<name>`.
     vgg: the VGG19Features module to run (its dtype and convolution lowering); default float32.
@@ -212,6 +215,9 @@ def make_semanticgan_gradients(
       if lambda_vgg > 0:
         terms['vgg'] = losses.vgg_feature_distance(vgg_fn(fake), real_vgg)
         total += lambda_vgg * terms['vgg']
+      if lambda_l1 > 0:
+        terms['l1'] = jnp.mean(jnp.abs(fake - real))
+        total += lambda_l1 * terms['l1']
       for name, (weight, fn) in extra_g_losses.items():
         terms[name] = fn(frozen, fake, batch)
         total += weight * terms[name]
