@@ -6,7 +6,7 @@
   python experiments/streets_default.py --variants=ema995 --seeds=0 --out=/tmp/s  # one screen
 
 Each run is `python -m semgan_jax.main --config=configs/streets.py` (the README's command, 64×128,
-2,000 steps with resize-conv up-sampling and pix2pix's L1 term, ~15 minutes on 2 cores) with a
+2,000 steps with resize-conv up-sampling and pix2pix's L1 term, ~13 minutes on 2 cores) with a
 variant's overrides and `--config.seed=S`: the paper's transposed convolutions and resize-conv
 at the old default's 1,000 steps (~7.5 minutes each) and without the L1 term, resize-conv at
 2,000 steps without it, the default, and one-seed screens of other remedies. Each is evaluated
@@ -60,6 +60,7 @@ VARIANTS = {  # name → (row, overrides of configs/streets.py, whose default is
     ('--config.loss.instance_noise_std=0.2', *NO_L1),
   ),
   'l1_10': ('resize-conv, 8 + 8 epochs, L1 term, weight 10', ('--config.loss.lambda_l1=10',)),
+  'l1_30': ('resize-conv, 8 + 8 epochs, L1 term, weight 30', ('--config.loss.lambda_l1=30',)),
 }
 # (name, variant with, variant without): the changes measured against the seeds' spread.
 COMPARISONS = (
