@@ -80,9 +80,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   config.loss.vgg_weights = ''
   config.loss.lambda_sipl = 1.0 if sipl else 0.0  # λ2; needs the converted ERFNet weights
   config.loss.erfnet_weights = ''  # '' = ~/.cache/semgan_jax/weights/erfnet_cityscapes.npz
-  # Gaussian noise on the photo of every D input (std in [-1, 1] units), decayed linearly to 0
-  # over instance_noise_steps (0: constant); 0 std: off, as in pix2pixHD.
   config.loss.lambda_l1 = 0.0  # pix2pix's L1 to the paired photo (not in the paper).
+  # Gaussian noise on the photo of every D input (std in [-1, 1] units), decayed linearly to 0
+  # over instance_noise_steps (0: constant); std 0: off, as in pix2pixHD.
   config.loss.instance_noise_std = 0.0
   config.loss.instance_noise_steps = 0
 
