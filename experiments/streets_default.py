@@ -3,10 +3,12 @@
   python experiments/streets_default.py                     # up-sampling and schedule, ~1.5 h
   python experiments/streets_default.py --variants=resize_16ep,l1 \
       --out=experiments/results/streets_l1                  # the L1 term, ~1.5 h
+  python experiments/streets_default.py --variants=l1_30,l1 \
+      --out=experiments/results/streets_l1_weight           # its weight, ~1.5-2 h
   python experiments/streets_default.py --variants=ema995 --seeds=0 --out=/tmp/s  # one screen
 
 Each run is `python -m semgan_jax.main --config=configs/streets.py` (the README's command, 64×128,
-2,000 steps with resize-conv up-sampling and pix2pix's L1 term, ~13 minutes on 2 cores) with a
+2,000 steps with resize-conv up-sampling and pix2pix's L1 term, 13 to 18 minutes on 2 cores) with a
 variant's overrides and `--config.seed=S`: the paper's transposed convolutions and resize-conv
 at the old default's 1,000 steps (~7.5 minutes each) and without the L1 term, resize-conv at
 2,000 steps without it, the default, and one-seed screens of other remedies. Each is evaluated
@@ -69,6 +71,7 @@ COMPARISONS = (
   ('resize-conv, 8 + 8 epochs, against the old default', 'resize_16ep', 'transpose'),
   ('lr 4e-4 instead of 2e-4 (resize-conv, 4 + 4 epochs)', 'resize_lr4', 'resize'),
   ('L1 term, weight 100 (resize-conv, 8 + 8 epochs)', 'l1', 'resize_16ep'),
+  ('L1 weight 30 instead of 100', 'l1_30', 'l1'),
 )
 P = 'photos'
 COLUMNS = (
