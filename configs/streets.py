@@ -1,7 +1,7 @@
 """SemanticGAN (label map → photo) on the procedural streets set: the embedded, CPU-sized default.
 
 Variants, chosen after a colon: `--config=configs/streets.py:<variant>`
-  (none)  a CPU run of about 13 minutes on 2 cores at 64×128 (2,000 steps, 8 + 8 epochs): CRB
+  (none)  a CPU run of 13 to 18 minutes on 2 cores at 64×128 (2,000 steps, 8 + 8 epochs): CRB
           generator with 1/4 of the paper's widths, 3 downsamplings, 3 blocks and
           resize-convolution up-sampling; two PatchGAN scales; pix2pix's L1 term for VGG's.
   tiny    a few steps of a minute network, for tests and smoke checks.
