@@ -42,7 +42,9 @@ def instance_noise_std(step: jax.Array, std: float, decay_steps: int) -> jax.Arr
 
   `std` decayed linearly to 0 over `decay_steps`; `decay_steps=0` keeps it constant.
   """
-  if decay_steps <= 0:
+  if decay_steps < 0:
+    raise ValueError(f'instance noise decay_steps={decay_steps}; expected >= 0 (0: constant).')
+  if decay_steps == 0:
     return jnp.float32(std)
   progress = jnp.asarray(step, jnp.float32) / decay_steps
   return std * jnp.maximum(0.0, 1.0 - progress)

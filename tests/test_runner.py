@@ -210,6 +210,7 @@ TASK_BAD = {
     ({'train.num_samples': 0}, 'config.train.num_samples=0'),
     ({'model.g_ema_decay': 1.0}, 'config.model.g_ema_decay=1.0'),
     ({'loss.instance_noise_std': -0.1}, 'config.loss.instance_noise_std=-0.1'),
+    ({'loss.instance_noise_steps': -1}, 'config.loss.instance_noise_steps=-1; expected >= 0'),
   ],
   'semanticgan': [
     ({'train.sample_every_steps': 0}, 'config.train.sample_every_steps=0'),
@@ -224,6 +225,7 @@ TASK_BAD = {
     ({'optim.schedule': 'constant', 'train.num_steps': 0}, 'config.train.num_steps=0'),
     ({'loss.instance_noise_std': -0.1}, 'config.loss.instance_noise_std=-0.1'),
     ({'loss.lambda_l1': -1.0}, 'config.loss.lambda_l1=-1.0'),
+    ({'loss.instance_noise_steps': -5}, 'config.loss.instance_noise_steps=-5; expected >= 0'),
   ],
   'segmenter': [
     ({'model.num_classes': 19}, 'config.model.num_classes=19; expected 20'),

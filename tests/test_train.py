@@ -353,6 +353,8 @@ def test_instance_noise_decays_and_changes_the_d_update(init_state, labels):
   np.testing.assert_allclose(stds, [0.5, 0.25, 0.0, 0.0], atol=1e-7)
   constant = [float(losses.instance_noise_std(jax.numpy.int32(s), 0.5, 0)) for s in (0, 9)]
   assert constant == [0.5, 0.5]  # instance_noise_steps=0: never decays.
+  with pytest.raises(ValueError, match='decay_steps=-1; expected >= 0'):
+    losses.instance_noise_std(jax.numpy.int32(0), 0.5, -1)
 
   _, with_noise = noisy(_put(init_state, mesh), batch, _rng(0))
   _, without = _jit_step()(_put(init_state, mesh), batch, _rng(0))

@@ -82,10 +82,12 @@ def triplet_grid(labels, generated, real, palette) -> np.ndarray:
   return images.make_grid(tiles.reshape(-1, *tiles.shape[2:]), columns=3)
 
 
-def _instance_noise(config) -> dict:
-  """The instance noise fields; off in runs whose config.json predates them."""
+def _added_loss_fields(config) -> dict:
+  """The loss fields added after the first runs (the L1 term, instance noise), as the step's
+  keyword arguments; off in runs whose config.json predates them."""
   loss = config.loss
   return {
+    'lambda_l1': loss.get('lambda_l1', 0.0),
     'instance_noise_std': loss.get('instance_noise_std', 0.0),
     'instance_noise_steps': loss.get('instance_noise_steps', 0),
   }
@@ -145,9 +147,8 @@ class SemanticGANTask(Task):
     )
     for name in ('lambda_feat', 'lambda_vgg', 'lambda_sipl'):
       expect(loss[name] >= 0, f'config.loss.{name}={loss[name]}; expected >= 0.')
-    added = {'lambda_l1': loss.get('lambda_l1', 0.0), **_instance_noise(config)}
-    for name in ('lambda_l1', 'instance_noise_std'):
-      expect(added[name] >= 0, f'config.loss.{name}={added[name]}; expected >= 0.')
+    for name, value in _added_loss_fields(config).items():
+      expect(value >= 0, f'config.loss.{name}={value}; expected >= 0.')
     expect(
       0.0 <= m.g_ema_decay < 1.0, f'config.model.g_ema_decay={m.g_ema_decay}; expected [0, 1).'
     )
@@ -174,10 +175,9 @@ class SemanticGANTask(Task):
       adversarial=loss.adversarial,
       lambda_feat=loss.lambda_feat,
       lambda_vgg=loss.lambda_vgg,
-      lambda_l1=loss.get('lambda_l1', 0.0),  # Absent from runs made before it existed.
       extra_g_losses=extra_g_losses(config),
       vgg=build_vgg(config),
-      **_instance_noise(config),
+      **_added_loss_fields(config),
     )
 
   def evaluator_kwargs(self, config, spec):

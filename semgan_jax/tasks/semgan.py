@@ -74,10 +74,8 @@ class SemGANTask(Task):
     expect(
       0.0 <= m.g_ema_decay < 1.0, f'config.model.g_ema_decay={m.g_ema_decay}; expected [0, 1).'
     )
-    expect(
-      loss.instance_noise_std >= 0,
-      f'config.loss.instance_noise_std={loss.instance_noise_std}; expected >= 0.',
-    )
+    for name in ('instance_noise_std', 'instance_noise_steps'):
+      expect(loss[name] >= 0, f'config.loss.{name}={loss[name]}; expected >= 0.')
     return spec
 
   def open_data(self, config, spec, *, train):
